@@ -1,0 +1,244 @@
+"""Download an image from a user-supplied URL without letting the URL reach inside.
+
+Every hop: only http/https; the host is resolved once, *every* resolved address is checked
+against the access policy, and the connection goes to a checked address (so a second DNS
+answer cannot rebind the name to an internal one). TLS still verifies the certificate
+against the host name. Redirects are followed by hand, re-checked, and capped. The body is
+read up to a byte cap whatever Content-Length says, and a watchdog closes the socket at the
+total deadline, so a server that trickles bytes cannot hold a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from gateway.errors import ApiError
+from gateway.netguard import AccessPolicy, BlockedAddressError, IPAddress
+
+Resolver = Callable[[str, int], list[IPAddress]]
+MAX_URL_LENGTH = 2048
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    total_timeout_s: float = 10.0
+    max_redirects: int = 3
+    user_agent: str = "clothing-gateway"
+
+
+def system_resolver(host: str, port: int) -> list[IPAddress]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if ip not in seen:
+            seen.append(ip)
+    return seen
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_url(url: str) -> _Target:
+    """Validate a URL's form; raises ApiError(400) with the reason."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(400, "invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ApiError(400, "invalid_url", "URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ApiError(400, "invalid_url", f"malformed URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ApiError(400, "invalid_url", "only http and https URLs are accepted")
+    if parts.username is not None or parts.password is not None:
+        raise ApiError(400, "invalid_url", "credentials in URLs are not accepted")
+    if not parts.hostname:
+        raise ApiError(400, "invalid_url", "URL has no host")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return _Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a pre-checked IP address while verifying the certificate for the host name."""
+
+    def __init__(self, ip: str, port: int, server_hostname: str, timeout: float) -> None:
+        super().__init__(ip, port, timeout=timeout, context=ssl.create_default_context())
+        self._server_hostname = server_hostname
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_hostname)  # type: ignore[attr-defined]
+
+
+class SafeFetcher:
+    def __init__(
+        self,
+        policy: AccessPolicy,
+        limits: FetchLimits,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.resolver = resolver
+
+    def fetch(self, url: str) -> bytes:
+        """The response body of ``url`` after following allowed redirects."""
+        deadline = time.monotonic() + self.limits.total_timeout_s
+        for _hop in range(self.limits.max_redirects + 1):
+            target = parse_url(url)
+            location = self._fetch_once(target, deadline)
+            if isinstance(location, bytes):
+                return location
+            url = urljoin(url, location)
+        raise ApiError(
+            502,
+            "too_many_redirects",
+            f"image URL redirected more than {self.limits.max_redirects} times",
+        )
+
+    def _addresses(self, target: _Target) -> list[IPAddress]:
+        try:
+            addresses = self.resolver(target.host, target.port)
+        except (OSError, UnicodeError) as exc:
+            raise ApiError(502, "download_failed", f"cannot resolve {target.host}: {exc}") from None
+        if not addresses:
+            raise ApiError(502, "download_failed", f"{target.host} has no address")
+        try:
+            for ip in addresses:
+                self.policy.check(target.host, ip)
+        except BlockedAddressError as exc:
+            raise ApiError(400, "url_not_allowed", str(exc)) from None
+        return addresses
+
+    def _connect(self, target: _Target, deadline: float) -> http.client.HTTPConnection:
+        last_error: Exception | None = None
+        for ip in self._addresses(target):
+            timeout = min(self.limits.connect_timeout_s, _remaining(deadline))
+            conn: http.client.HTTPConnection
+            if target.scheme == "https":
+                conn = _PinnedHTTPSConnection(str(ip), target.port, target.host, timeout)
+            else:
+                conn = http.client.HTTPConnection(str(ip), target.port, timeout=timeout)
+            try:
+                conn.connect()
+                return conn
+            except ssl.SSLError as exc:
+                conn.close()
+                raise ApiError(502, "download_failed", f"TLS error: {exc}") from None
+            except TimeoutError as exc:
+                conn.close()
+                last_error = exc
+            except OSError as exc:
+                conn.close()
+                last_error = exc
+        if isinstance(last_error, TimeoutError):
+            raise ApiError(504, "download_timeout", f"connecting to {target.host} timed out")
+        raise ApiError(502, "download_failed", f"cannot connect to {target.host}: {last_error}")
+
+    def _fetch_once(self, target: _Target, deadline: float) -> bytes | str:
+        """The body, or the Location to follow for a redirect."""
+        conn = self._connect(target, deadline)
+        watchdog = threading.Timer(_remaining(deadline), _shutdown, args=(conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            assert conn.sock is not None
+            conn.sock.settimeout(min(self.limits.read_timeout_s, _remaining(deadline)))
+            conn.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", target.host_header)
+            conn.putheader("User-Agent", self.limits.user_agent)
+            conn.putheader("Accept", "image/*")
+            conn.putheader("Accept-Encoding", "identity")
+            conn.endheaders()
+            response = conn.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise ApiError(502, "download_failed", "redirect without a Location")
+                return location
+            if not 200 <= response.status < 300:
+                raise ApiError(
+                    502, "download_failed", f"image host answered HTTP {response.status}"
+                )
+            return self._read_body(response, deadline)
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
+                raise ApiError(
+                    504,
+                    "download_timeout",
+                    f"downloading the image took longer than the limit ({exc.__class__.__name__})",
+                ) from None
+            raise ApiError(502, "download_failed", f"download failed: {exc!r}") from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        cap = self.limits.max_bytes
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise _too_large(cap)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("total deadline")
+            chunk = response.read1(_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(cap)
+            chunks.append(chunk)
+        if time.monotonic() >= deadline:
+            raise TimeoutError("total deadline")  # the watchdog cut the body short
+        if declared is not None and declared.isdigit() and size != int(declared):
+            raise ApiError(
+                502, "download_failed", f"image body truncated ({size} of {declared} bytes)"
+            )
+        return b"".join(chunks)
+
+
+def _too_large(cap: int) -> ApiError:
+    return ApiError(413, "image_too_large", f"image is larger than {cap} bytes")
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _shutdown(conn: http.client.HTTPConnection) -> None:
+    """Watchdog: unblock a read that the total deadline has overtaken."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing to unblock
+            sock.shutdown(socket.SHUT_RDWR)

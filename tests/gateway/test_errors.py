@@ -1,0 +1,275 @@
+"""Every error path of POST /predict answers JSON with the right status and never a 500."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import grpc
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+
+from tests.gateway.conftest import ClientFactory
+from tests.support.fake_model_server import FakeModel
+from tests.support.image_host import FIXTURES, ImageHost
+
+
+def _error(response: object, status: int, code: str) -> str:
+    assert response.status_code == status, response.json  # type: ignore[attr-defined]
+    body = response.json  # type: ignore[attr-defined]
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return str(body["error"]["message"])
+
+
+def _png(mode: str, size: tuple[int, int] = (40, 30), color: object = 128) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, color).save(out, "PNG")  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "fragment"),
+    [
+        (b"{not json", "application/json", "not valid JSON"),
+        (b"[1, 2]", "application/json", "JSON object"),
+        (b'{"url": 5}', "application/json", "non-empty string"),
+        (b'{"url": ""}', "application/json", "non-empty string"),
+        (b'{"urls": []}', "application/json", "non-empty list"),
+        (b'{"urls": ["a", 3]}', "application/json", "urls[1]"),
+        (b'{"url": "x", "urls": ["y"]}', "application/json", "exactly one"),
+        (b'{"image": "x"}', "application/json", "unknown field"),
+        (b"[" * 100000 + b"]" * 100000, "application/json", "not valid JSON"),
+    ],
+)
+def test_bad_json_bodies_are_400(
+    client: FlaskClient, body: bytes, content_type: str, fragment: str
+) -> None:
+    message = _error(
+        client.post("/predict", data=body, content_type=content_type), 400, "bad_request"
+    )
+    assert fragment in message
+
+
+def test_too_many_urls(make_client: ClientFactory) -> None:
+    client = make_client(MAX_URLS="2")
+    message = _error(
+        client.post("/predict", json={"urls": ["http://a/1", "http://a/2", "http://a/3"]}),
+        400,
+        "bad_request",
+    )
+    assert "limit is 2" in message
+
+
+def test_missing_upload_field(client: FlaskClient) -> None:
+    response = client.post("/predict", data={"other": "x"}, content_type="multipart/form-data")
+    _error(response, 400, "bad_request")
+
+
+def test_unsupported_content_type(client: FlaskClient) -> None:
+    _error(
+        client.post("/predict", data=b"hello", content_type="text/plain"),
+        415,
+        "unsupported_content_type",
+    )
+
+
+def test_request_too_large(make_client: ClientFactory) -> None:
+    client = make_client(MAX_IMAGE_BYTES="1000")
+    _error(
+        client.post("/predict", data=b"\xff\xd8\xff" + b"0" * 200_000, content_type="image/jpeg"),
+        413,
+        "request_too_large",
+    )
+
+
+def test_downloaded_image_too_large(make_client: ClientFactory, image_host: ImageHost) -> None:
+    client = make_client(MAX_IMAGE_BYTES="5000")
+    message = _error(
+        client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}),
+        413,
+        "image_too_large",
+    )
+    assert "5000 bytes" in message
+
+
+def test_not_an_image(client: FlaskClient, image_host: ImageHost) -> None:
+    _error(
+        client.post("/predict", json={"url": image_host.url("/text")}),
+        415,
+        "unsupported_media_type",
+    )
+    _error(
+        client.post("/predict", data=b"%PDF-1.4 ...", content_type="image/jpeg"),
+        415,
+        "unsupported_media_type",
+    )
+    _error(
+        client.post("/predict", data=b"", content_type="image/jpeg"), 415, "unsupported_media_type"
+    )
+
+
+def test_content_encoding_is_not_decoded(client: FlaskClient, image_host: ImageHost) -> None:
+    # We ask for identity; a gzip body is not decompressed (no zip bombs), so it is no image.
+    _error(
+        client.post("/predict", json={"url": image_host.url("/gzip")}),
+        415,
+        "unsupported_media_type",
+    )
+
+
+def test_undecodable_image(client: FlaskClient) -> None:
+    data = (FIXTURES / "hat.jpg").read_bytes()
+    _error(
+        client.post("/predict", data=data[:300], content_type="image/jpeg"),
+        422,
+        "undecodable_image",
+    )
+    _error(
+        client.post(
+            "/predict", data=b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, content_type="image/png"
+        ),
+        422,
+        "undecodable_image",
+    )
+
+
+def test_decompression_bomb_is_refused_before_decoding(make_client: ClientFactory) -> None:
+    client = make_client(MAX_IMAGE_PIXELS="1000000")
+    bomb = io.BytesIO()
+    Image.new("L", (4000, 4000), 0).save(bomb, "PNG")  # 16 Mpx that compresses to a few KB
+    assert len(bomb.getvalue()) < 100_000
+    message = _error(
+        client.post("/predict", data=bomb.getvalue(), content_type="image/png"),
+        413,
+        "image_too_large",
+    )
+    assert "4000x4000" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/status?code=404", 502, "download_failed"),
+        ("/status?code=500", 502, "download_failed"),
+        ("/loop", 502, "too_many_redirects"),
+        ("/trickle?every=0.3", 504, "download_timeout"),
+        ("/slow-headers?every=0.3", 504, "download_timeout"),
+        ("/huge-declared", 413, "image_too_large"),
+        ("/endless", 413, "image_too_large"),
+    ],
+)
+def test_upstream_download_failures(
+    client: FlaskClient, image_host: ImageHost, path: str, status: int, code: str
+) -> None:
+    started = time.monotonic()
+    _error(client.post("/predict", json={"url": image_host.url(path)}), status, code)
+    # DOWNLOAD_TIMEOUT_S is 2 in tests: no hostile host holds a request much longer.
+    assert time.monotonic() - started < 3.5
+
+
+def test_connection_refused_is_502(client: FlaskClient) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        _error(
+            client.post("/predict", json={"url": f"http://127.0.0.1:{port}/x.jpg"}),
+            502,
+            "download_failed",
+        )
+
+
+def test_batch_error_names_the_failing_url(client: FlaskClient, image_host: ImageHost) -> None:
+    urls = [image_host.url("/images/hat.jpg"), image_host.url("/status?code=404")]
+    message = _error(client.post("/predict", json={"urls": urls}), 502, "download_failed")
+    assert message.startswith("urls[1]:")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_code"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, 503, "model_unavailable"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 503, "model_unavailable"),
+        (grpc.StatusCode.INVALID_ARGUMENT, 502, "model_error"),
+        (grpc.StatusCode.INTERNAL, 502, "model_error"),
+    ],
+)
+def test_model_server_errors(
+    client: FlaskClient,
+    fake_model: tuple[FakeModel, int],
+    code: grpc.StatusCode,
+    status: int,
+    error_code: str,
+) -> None:
+    model, _ = fake_model
+    model.fail_with = code
+    response = client.post(
+        "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
+    )
+    _error(response, status, error_code)
+    if status == 503:
+        assert response.headers["Retry-After"] == "5"
+
+
+def test_model_server_down_is_503_with_retry_after(make_client: ClientFactory) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        client = make_client(TF_SERVING_HOST=f"127.0.0.1:{s.getsockname()[1]}")
+        response = client.post(
+            "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
+        )
+        _error(response, 503, "model_unavailable")
+        assert response.headers["Retry-After"] == "5"
+        ready = client.get("/readyz")
+        _error(ready, 503, "not_ready")
+        assert ready.headers["Retry-After"] == "5"
+
+
+def test_model_deadline_is_504(
+    make_client: ClientFactory, fake_model: tuple[FakeModel, int]
+) -> None:
+    model, _ = fake_model
+    client = make_client(MODEL_TIMEOUT_S="0.5")
+    client.get("/readyz")  # learn the signature before the model gets slow
+    model.delay_s = 1.5
+    started = time.monotonic()
+    response = client.post(
+        "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
+    )
+    _error(response, 504, "model_timeout")
+    assert time.monotonic() - started < 1.4
+
+
+def test_model_not_loaded_is_503(make_client: ClientFactory) -> None:
+    client = make_client(MODEL_NAME="some-other-model")
+    response = client.post(
+        "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
+    )
+    _error(response, 503, "model_unavailable")
+
+
+def test_unknown_route_and_method(client: FlaskClient) -> None:
+    _error(client.get("/nope"), 404, "not_found")
+    _error(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_unexpected_exception_is_json_500(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = client.application.extensions["classifier"]
+
+    def boom(data: bytes) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(classifier, "classify_upload", boom)
+    _error(
+        client.post("/predict", data=b"\xff\xd8\xff", content_type="image/jpeg"),
+        500,
+        "internal_error",
+    )

@@ -1,0 +1,90 @@
+"""Health, readiness, metrics, request ids, JSON logs and the OpenAPI document."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from flask.testing import FlaskClient
+from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
+from gateway.app import openapi_document
+from openapi_spec_validator import validate
+
+from tests.support.fake_model_server import FakeModel
+from tests.support.image_host import FIXTURES
+
+
+def test_healthz_does_not_touch_the_model(
+    client: FlaskClient, fake_model: tuple[FakeModel, int]
+) -> None:
+    model, _ = fake_model
+    model.state = get_model_status_pb2.ModelVersionStatus.LOADING
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_tracks_model_state(client: FlaskClient, fake_model: tuple[FakeModel, int]) -> None:
+    model, _ = fake_model
+    model.state = get_model_status_pb2.ModelVersionStatus.LOADING
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "LOADING" in response.json["error"]["message"]
+    model.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ready"
+
+
+def test_metrics_count_requests_stages_and_errors(client: FlaskClient) -> None:
+    client.post("/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg")
+    client.post("/predict", data=b"nope", content_type="image/jpeg")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_requests_total{endpoint="/predict",status="200"} 1.0' in text
+    assert 'gateway_requests_total{endpoint="/predict",status="415"} 1.0' in text
+    assert 'gateway_errors_total{code="unsupported_media_type"} 1.0' in text
+    assert 'gateway_images_total{source="upload"} 1.0' in text
+    # the rejected upload was timed in preprocessing too, but never reached the model
+    assert 'gateway_stage_duration_seconds_count{stage="preprocess"} 2.0' in text
+    assert 'gateway_stage_duration_seconds_count{stage="inference"} 1.0' in text
+    assert 'gateway_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"} 2.0' in text
+
+
+def test_request_id_is_echoed_and_logged(client: FlaskClient) -> None:
+    [handler] = [
+        h for h in logging.getLogger("gateway").handlers if getattr(h, "_gateway_json", False)
+    ]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        _exercise_request_ids(client)
+    finally:
+        handler.setStream(previous)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [r for r in records if r.get("request_id") == "abc-123"]
+    assert mine and mine[-1]["status"] == 415 and mine[-1]["error_code"] == "unsupported_media_type"
+    assert mine[-1]["level"] == "INFO" and mine[-1]["path"] == "/predict"
+    assert all(len(r["request_id"]) in (7, 32) for r in records)
+
+
+def _exercise_request_ids(client: FlaskClient) -> None:
+    response = client.post(
+        "/predict", data=b"nope", content_type="image/jpeg", headers={"X-Request-ID": "abc-123"}
+    )
+    assert response.headers["X-Request-ID"] == "abc-123"
+    generated = client.get("/readyz", headers={"X-Request-ID": "bad id; drop table"})
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_openapi_document_is_valid_and_matches_routes(client: FlaskClient) -> None:
+    document = openapi_document()
+    validate(document)
+    assert client.get("/openapi.json").json == document
+    routes = {
+        (rule.rule, method.lower())
+        for rule in client.application.url_map.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS") and rule.endpoint != "static"
+    }
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == documented
