@@ -4,10 +4,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from flask.testing import FlaskClient
+
 from gateway.app import create_app
 from gateway.fetch import SafeFetcher
 from gateway.settings import Settings
-
 from tests.support.fake_model_server import FakeModel
 
 ClientFactory = Callable[..., FlaskClient]

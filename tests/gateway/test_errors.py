@@ -167,7 +167,7 @@ def test_upstream_download_failures(
     started = time.monotonic()
     _error(client.post("/predict", json={"url": image_host.url(path)}), status, code)
     # DOWNLOAD_TIMEOUT_S is 2 in tests: no hostile host holds a request much longer.
-    assert time.monotonic() - started < 3.5
+    assert time.monotonic() - started < 4.5  # vs 30 s for the hostile routes
 
 
 def test_connection_refused_is_502(client: FlaskClient) -> None:
@@ -237,13 +237,13 @@ def test_model_deadline_is_504(
     model, _ = fake_model
     client = make_client(MODEL_TIMEOUT_S="0.5")
     client.get("/readyz")  # learn the signature before the model gets slow
-    model.delay_s = 1.5
+    model.delay_s = 4.0
     started = time.monotonic()
     response = client.post(
         "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
     )
     _error(response, 504, "model_timeout")
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 3.0  # the 0.5 s deadline, not the 4 s stall
 
 
 def test_model_not_loaded_is_503(make_client: ClientFactory) -> None:

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from gateway.imaging import Preprocessor, sniff
 from PIL import Image
 
+from gateway.imaging import Preprocessor, sniff
 from tests.support.image_host import FIXTURES
 
 PRE = Preprocessor()

@@ -7,10 +7,10 @@ import json
 import logging
 
 from flask.testing import FlaskClient
-from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
-from gateway.app import openapi_document
 from openapi_spec_validator import validate
 
+from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
+from gateway.app import openapi_document
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES
 

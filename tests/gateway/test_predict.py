@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
-from gateway.settings import CLOTHING_CLASSES
 from PIL import Image
 
+from gateway.settings import CLOTHING_CLASSES
 from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FIXED_LOGITS, FakeModel
 from tests.support.image_host import FIXTURES, ImageHost

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from gateway.errors import ApiError
-from gateway.request_parsing import parse_json_body
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from gateway.errors import ApiError
+from gateway.request_parsing import parse_json_body
 
 MAX_URLS = 4
 json_values = st.recursive(

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from gateway.settings import CLOTHING_CLASSES, Settings, SettingsError
 
 

@@ -7,10 +7,10 @@ import ipaddress
 from collections.abc import Callable
 
 import pytest
+
 from gateway.errors import ApiError
 from gateway.fetch import FetchLimits, SafeFetcher, system_resolver
 from gateway.netguard import AccessPolicy, IPAddress
-
 from tests.gateway.conftest import ClientFactory
 from tests.support.image_host import FIXTURES, ImageHost
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 import numpy.typing as npt
+
 from gateway._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
 from gateway._proto.tensorflow_serving.apis import (

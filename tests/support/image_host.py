@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # clients (the gateway) may hang up any time
+            super().handle()
+
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         self.server.hits.append(parts.path)
@@ -34,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
             if route is not None:
                 route(self, query)
             elif parts.path.startswith("/images/"):
-                self._file(FIXTURES / parts.path.removeprefix("/images/"))
+                self._file(self.server.resolve(parts.path.removeprefix("/images/")))
             else:
                 self._send(404, b"not found", "text/plain")
         except OSError:  # the gateway hung up on a hostile route, as it should
@@ -44,6 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not path.is_file():
             self._send(404, b"not found", "text/plain")
             return
+        if self.server.delay_s:
+            time.sleep(self.server.delay_s)  # stands in for network time to a real host
         self._send(
             200, path.read_bytes(), CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         )
@@ -139,8 +146,10 @@ def _gzip_lie(h: _Handler, q: dict[str, str]) -> None:
 class ImageHost(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__((host, 0), _Handler)
+    def __init__(self, host: str = "127.0.0.1", root: Path = FIXTURES, port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
+        self.root = root
+        self.delay_s = 0.0
         self.hits: list[str] = []
         self.stopping = threading.Event()
         self.endless_bytes_sent = 0
@@ -156,6 +165,11 @@ class ImageHost(ThreadingHTTPServer):
             "/gzip": _gzip_lie,
         }
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def resolve(self, name: str) -> Path:
+        """A file under the root, never outside it."""
+        path = (self.root / name).resolve()
+        return path if path.is_relative_to(self.root.resolve()) else self.root / "missing"
 
     @property
     def base(self) -> str:

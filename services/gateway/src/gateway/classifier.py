@@ -83,7 +83,7 @@ class Classifier:
         return self._infer(arrays)
 
     def _infer(self, arrays: list[Array]) -> dict[str, Any]:
-        batch = np.stack(arrays)
+        batch = arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
         with self.metrics.timed("inference"):
             prediction = self.model.predict(batch)
         probabilities = to_probabilities(prediction.scores, self.settings.output_activation)

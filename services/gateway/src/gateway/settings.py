@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.imaging import MODES as PREPROCESSING_MODES
 from gateway.manifest import ManifestError, load_manifest
 from gateway.netguard import AccessPolicy
 
@@ -21,7 +22,6 @@ CLOTHING_CLASSES = (
     "skirt",
     "t-shirt",
 )
-PREPROCESSING_MODES = ("tf", "torch", "caffe", "raw")
 RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ACTIVATIONS = ("softmax", "none")
 LB_POLICIES = ("round_robin", "pick_first")

@@ -1,0 +1,41 @@
+"""Image host + fake TF Serving for benchmarks, in their own process (so their CPU use does
+not share a GIL with the load generator). Prints one JSON line with the ports, then serves
+until stdin closes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tests.support.fake_model_server import FakeModel, serve
+from tests.support.image_host import ImageHost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("--input-name", default="input_8")
+    parser.add_argument("--output-name", default="dense_7")
+    parser.add_argument("--model-delay", type=float, default=0.0)
+    parser.add_argument("--image-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    model = FakeModel(
+        input_name=args.input_name,
+        output_name=args.output_name,
+        record=False,
+        delay_s=args.model_delay,
+    )
+    server, grpc_port = serve(model, max_workers=32)
+    host = ImageHost(root=args.images)
+    host.delay_s = args.image_delay
+    host.start()
+    print(json.dumps({"grpc_port": grpc_port, "http_base": host.base}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    host.stop()
+    server.stop(0)
+
+
+if __name__ == "__main__":
+    main()
