@@ -5,6 +5,10 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.tools/bin/uv")
 export UV_PYTHON_PREFERENCE := only-system
 
+MODEL_URL ?= https://github.com/DataTalksClub/machine-learning-zoomcamp/releases/download/chapter7-model/xception_v4_large_08_0.894.h5
+MODEL_FILE ?= .cache/xception_v4_large_08_0.894.h5
+EXPORTED := services/tf-serving/models/clothing-model/1/saved_model.pb
+
 .PHONY: setup test lint pytest run model stubs bench clean
 
 $(CURDIR)/.tools/bin/uv:
@@ -27,8 +31,21 @@ test: lint pytest ## what CI runs
 stubs: setup ## regenerate the gateway's TF Serving stubs
 	$(UV) run --locked python services/gateway/tools/generate_stubs.py
 
-run: ## build both images and start TF Serving + the gateway on http://localhost:9696
+$(MODEL_FILE):
+	mkdir -p $(dir $(MODEL_FILE))
+	curl -fL --retry 3 -o "$@.part" "$(MODEL_URL)" && mv "$@.part" "$@"
+
+$(EXPORTED): | $(MODEL_FILE)
+	$(MAKE) setup
+	$(UV) run --locked python -m model_tools export "$(MODEL_FILE)" --outputs logits
+
+model: $(EXPORTED) ## download the course's trained model and export it for TF Serving
+
+run: model ## build both images and start TF Serving + the gateway on http://localhost:9696
 	docker compose up --build
 
+bench: setup ## gateway vs the course's reference gateway (prints req/s, p50/p99)
+	$(UV) run --locked python -m bench.gateway_vs_reference
+
 clean:
-	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

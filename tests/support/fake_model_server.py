@@ -165,7 +165,11 @@ def serve(
     options: list[tuple[str, object]] | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the fake server; returns it and the bound port. Stop it with ``server.stop(0)``."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=options or [])
+    # Like TF Serving, accept messages up to 2 GiB (a batch is ~1 MB per image).
+    limit: list[tuple[str, object]] = [("grpc.max_receive_message_length", 2**31 - 1)]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), options=limit + (options or [])
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(model), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Status(model), server)
     bound = server.add_insecure_port(f"{host}:{port}")

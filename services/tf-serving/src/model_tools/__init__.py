@@ -1,0 +1,1 @@
+"""Model tooling: export a Keras model for TF Serving (SavedModel + manifest + warmup)."""

@@ -1,0 +1,3 @@
+from model_tools.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""``python -m model_tools export|inspect``: package a Keras model for TF Serving."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from model_tools.errors import ExportError
+
+CLOTHING_CLASSES = "dress,hat,longsleeve,outwear,pants,shirt,shoes,shorts,skirt,t-shirt"
+
+
+def _labels(args: argparse.Namespace) -> list[str]:
+    if args.labels_file:
+        try:
+            text = Path(args.labels_file).read_text()
+        except OSError as exc:
+            raise ExportError(f"cannot read labels file: {exc}") from exc
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        labels = [item.strip() for item in args.labels.split(",")]
+    if not labels or any(not label for label in labels):
+        raise ExportError("class labels must be non-empty")
+    return labels
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError("batch sizes must be positive")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model-tools", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export", help="Keras model -> <out>/<name>/<version>/ SavedModel")
+    exp.add_argument("model", type=Path, help=".keras / .h5 file or SavedModel directory")
+    exp.add_argument("--out", type=Path, default=Path("services/tf-serving/models"))
+    exp.add_argument("--name", default="clothing-model")
+    exp.add_argument("--version", type=int, default=1)
+    exp.add_argument("--labels", default=CLOTHING_CLASSES, help="comma-separated, output order")
+    exp.add_argument("--labels-file", help="one label per line (overrides --labels)")
+    exp.add_argument(
+        "--outputs",
+        choices=("auto", "logits", "probabilities"),
+        default="auto",
+        help="what the last layer returns (auto: softmax activation means probabilities)",
+    )
+    exp.add_argument("--warmup-batch-sizes", type=_batch_sizes, default=(1, 2, 4, 8, 16, 32))
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    ins = sub.add_parser("inspect", help="print a version's signatures and manifest")
+    ins.add_argument("version_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            from model_tools.export import ExportRequest, export
+
+            version_dir = export(
+                ExportRequest(
+                    model_path=args.model,
+                    out_dir=args.out,
+                    model_name=args.name,
+                    version=args.version,
+                    class_labels=_labels(args),
+                    outputs=args.outputs,
+                    warmup_batch_sizes=args.warmup_batch_sizes,
+                    overwrite=args.overwrite,
+                )
+            )
+            print(f"exported {version_dir}")
+        else:
+            from model_tools.inspect_model import describe
+
+            print(describe(args.version_dir))
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
