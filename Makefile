@@ -9,13 +9,21 @@ MODEL_URL ?= https://github.com/DataTalksClub/machine-learning-zoomcamp/releases
 MODEL_FILE ?= .cache/xception_v4_large_08_0.894.h5
 EXPORTED := services/tf-serving/models/clothing-model/1/saved_model.pb
 
-.PHONY: setup test lint pytest run model stubs bench clean
+.PHONY: setup test lint pytest run model stubs bench cost clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
 	mkdir -p "$(CURDIR)/.tools/bin" && ln -sf "$(CURDIR)/.tools/uv/bin/uv" "$(CURDIR)/.tools/bin/uv"
 
-setup: $(UV) ## create .venv from uv.lock (all dependency groups)
+CHECKOV := $(CURDIR)/.tools/checkov/bin/checkov
+
+$(CHECKOV): tools/checkov-requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python 3.11 "$(CURDIR)/.tools/checkov"
+	VIRTUAL_ENV="$(CURDIR)/.tools/checkov" $(UV) pip sync --quiet tools/checkov-requirements.txt
+	mkdir -p "$(CURDIR)/.tools/bin" && ln -sf "$(CHECKOV)" "$(CURDIR)/.tools/bin/checkov"
+	touch "$(CHECKOV)"
+
+setup: $(UV) $(CHECKOV) ## create .venv from uv.lock (all dependency groups) and the checkov tool
 	$(UV) sync --locked
 
 lint: setup ## ruff + mypy
@@ -43,6 +51,9 @@ model: $(EXPORTED) ## download the course's trained model and export it for TF S
 
 run: model ## build both images and start TF Serving + the gateway on http://localhost:9696
 	docker compose up --build
+
+cost: setup ## hourly cost of the dev and prod stacks (from their config and list prices)
+	$(UV) run --locked python -m infra.cost
 
 bench: setup ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 	$(UV) run --locked python -m bench.gateway_vs_reference

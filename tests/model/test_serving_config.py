@@ -60,7 +60,9 @@ def test_batching_matches_the_warmup_requests() -> None:
 
 def test_dockerfile_flags() -> None:
     text = (SERVING / "Dockerfile").read_text()
-    assert re.search(r"^ARG TF_SERVING_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE)
+    assert re.search(r"^FROM tensorflow/serving:2\.21\.0\$\{VARIANT\}$", text, re.MULTILINE)
+    lock = (ROOT / "uv.lock").read_text()
+    assert 'name = "tensorflow-serving-api"\nversion = "2.21.0"' in lock  # same TF Serving release
     assert "grpc.max_connection_age_ms=" in text
     assert "--batching_parameters_file=/config/batching_parameters.txt" in text
     assert "--monitoring_config_file=/config/monitoring.config" in text
