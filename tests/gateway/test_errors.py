@@ -149,25 +149,16 @@ def test_decompression_bomb_is_refused_before_decoding(make_client: ClientFactor
     assert "4000x4000" in message
 
 
-@pytest.mark.parametrize(
-    ("path", "status", "code"),
-    [
-        ("/status?code=404", 502, "download_failed"),
-        ("/status?code=500", 502, "download_failed"),
-        ("/loop", 502, "too_many_redirects"),
-        ("/trickle?every=0.3", 504, "download_timeout"),
-        ("/slow-headers?every=0.3", 504, "download_timeout"),
-        ("/huge-declared", 413, "image_too_large"),
-        ("/endless", 413, "image_too_large"),
-    ],
-)
-def test_upstream_download_failures(
-    client: FlaskClient, image_host: ImageHost, path: str, status: int, code: str
+@pytest.mark.parametrize("code", [404, 500])
+def test_upstream_http_errors_are_502(
+    client: FlaskClient, image_host: ImageHost, code: int
 ) -> None:
-    started = time.monotonic()
-    _error(client.post("/predict", json={"url": image_host.url(path)}), status, code)
-    # DOWNLOAD_TIMEOUT_S is 2 in tests: no hostile host holds a request much longer.
-    assert time.monotonic() - started < 4.5  # vs 30 s for the hostile routes
+    message = _error(
+        client.post("/predict", json={"url": image_host.url(f"/status?code={code}")}),
+        502,
+        "download_failed",
+    )
+    assert f"HTTP {code}" in message
 
 
 def test_connection_refused_is_502(client: FlaskClient) -> None:
@@ -243,6 +234,7 @@ def test_model_deadline_is_504(
         "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
     )
     _error(response, 504, "model_timeout")
+    assert response.headers["Retry-After"] == "5"
     assert time.monotonic() - started < 3.0  # the 0.5 s deadline, not the 4 s stall
 
 

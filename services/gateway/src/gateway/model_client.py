@@ -95,7 +95,12 @@ def grpc_error(exc: grpc.RpcError, retry_after: int, what: str) -> ApiError:
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ApiError(504, "model_timeout", f"{what}: the model server did not answer in time")
+        return ApiError(
+            504,
+            "model_timeout",
+            f"{what}: the model server did not answer in time",
+            retry_after=retry_after,
+        )
     if code in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.NOT_FOUND,
