@@ -9,7 +9,7 @@ MODEL_URL ?= https://github.com/DataTalksClub/machine-learning-zoomcamp/releases
 MODEL_FILE ?= .cache/xception_v4_large_08_0.894.h5
 EXPORTED := services/tf-serving/models/clothing-model/1/saved_model.pb
 
-.PHONY: setup test lint pytest run model stubs bench cost clean
+.PHONY: setup test lint pytest run model stubs bench load cost clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
@@ -57,6 +57,9 @@ cost: setup ## hourly cost of the dev and prod stacks (from their config and lis
 
 bench: setup ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 	$(UV) run --locked python -m bench.gateway_vs_reference
+
+load: setup ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
+	$(UV) run --locked python -m bench.load_test
 
 clean:
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

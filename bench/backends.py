@@ -20,21 +20,34 @@ def main() -> None:
     parser.add_argument("--output-name", default="dense_7")
     parser.add_argument("--model-delay", type=float, default=0.0)
     parser.add_argument("--image-delay", type=float, default=0.0)
-    args = parser.parse_args()
-    model = FakeModel(
-        input_name=args.input_name,
-        output_name=args.output_name,
-        record=False,
-        delay_s=args.model_delay,
+    parser.add_argument(
+        "--servers", type=int, default=1, help="model servers, on 127.0.0.1, 127.0.0.2, ..."
     )
-    server, grpc_port = serve(model, max_workers=32)
+    args = parser.parse_args()
+    servers, addresses = [], []
+    for i in range(args.servers):
+        model = FakeModel(
+            input_name=args.input_name,
+            output_name=args.output_name,
+            record=False,
+            delay_s=args.model_delay,
+        )
+        server, port = serve(model, host=f"127.0.0.{i + 1}", max_workers=32)
+        servers.append(server)
+        addresses.append(f"127.0.0.{i + 1}:{port}")
     host = ImageHost(root=args.images)
     host.delay_s = args.image_delay
     host.start()
-    print(json.dumps({"grpc_port": grpc_port, "http_base": host.base}), flush=True)
+    info = {
+        "grpc_port": int(addresses[0].rsplit(":", 1)[1]),
+        "grpc_target": "ipv4:" + ",".join(addresses),
+        "http_base": host.base,
+    }
+    print(json.dumps(info), flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     host.stop()
-    server.stop(0)
+    for server in servers:
+        server.stop(0)
 
 
 if __name__ == "__main__":
