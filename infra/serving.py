@@ -214,8 +214,11 @@ class Serving(pulumi.ComponentResource):
         )
 
     def _deployment(
-        self, app: App, scaling: ScalingConfig, pod: core.PodSpecArgs
+        self, app: App, scaling: ScalingConfig, pod: core.PodSpecArgs, *, can_surge: bool = True
     ) -> k8s.apps.v1.Deployment:
+        # Surge a new pod before removing an old one when there is room for it; otherwise
+        # (every GPU node taken) replace one pod at a time.
+        surge, unavailable = (1, 0) if can_surge else (0, 1)
         return k8s.apps.v1.Deployment(
             f"{app.name}-deployment",
             metadata=self._meta(app.name, app),
@@ -225,7 +228,7 @@ class Serving(pulumi.ComponentResource):
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
-                        max_surge=1, max_unavailable=0
+                        max_surge=surge, max_unavailable=unavailable
                     ),
                 ),
                 template=core.PodTemplateSpecArgs(
@@ -284,7 +287,9 @@ class Serving(pulumi.ComponentResource):
             containers=[container],
             volumes=[tmp_volume],
         )
-        return self._deployment(TF_SERVING, s, pod)
+        # One GPU per pod: a surge pod needs a GPU node beyond the replicas' own.
+        spare_gpu = self.cfg.gpu_nodes.max_size > s.max_replicas
+        return self._deployment(TF_SERVING, s, pod, can_surge=not on_gpu or spare_gpu)
 
     def _gateway_deployment(self, image: pulumi.Input[str]) -> k8s.apps.v1.Deployment:
         s = self.cfg.gateway

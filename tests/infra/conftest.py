@@ -6,20 +6,10 @@ from typing import Any
 
 import pytest
 
+from gateway.settings import CLOTHING_CLASSES
 from tests.infra.harness import StackRun, run_stack, stack_config
 
-LABELS = [
-    "dress",
-    "hat",
-    "longsleeve",
-    "outwear",
-    "pants",
-    "shirt",
-    "shoes",
-    "shorts",
-    "skirt",
-    "t-shirt",
-]
+LABELS = list(CLOTHING_CLASSES)
 
 
 def fake_export(root: Path, name: str = "clothing-model", version: int = 3) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway.settings import CLOTHING_CLASSES
 from infra.config import ConfigError, ModelConfig
 from infra.model_export import find_export
 from tests.infra.harness import ROOT
@@ -98,9 +99,7 @@ def test_up_predict_destroy() -> None:
             assert time.monotonic() < deadline, "the gateway never answered 200"
             time.sleep(15)
         body = response.json()
-        assert set(body["probabilities"]) == {
-            "dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt",
-        }  # fmt: skip
+        assert set(body["probabilities"]) == set(CLOTHING_CLASSES)
         assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
     finally:
         _pulumi("destroy", "--yes", "--skip-preview", "--stack", stack)

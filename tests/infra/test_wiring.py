@@ -265,3 +265,17 @@ def test_pods_meet_restricted_pod_security(stacks: dict[str, StackRun], stack: s
             assert ctx["readOnlyRootFilesystem"] is True
             assert ctx["capabilities"]["drop"] == ["ALL"]
             assert container["readinessProbe"] and container["livenessProbe"]
+
+
+def test_rollouts_fit_the_gpu_nodes(run: StackRun) -> None:
+    """A GPU rollout that surges needs a spare GPU node; without one it replaces a pod at a
+    time instead of waiting forever for a pod that cannot be scheduled."""
+    cfg = run.config
+    spare = (
+        cfg["clothing-serving:gpuNodes"]["maxSize"]
+        > cfg["clothing-serving:tfServing"]["maxReplicas"]
+    )
+    rolling = _deployment(run, "tf-serving")["spec"]["strategy"]["rollingUpdate"]
+    assert (rolling["maxSurge"], rolling["maxUnavailable"]) == ((1, 0) if spare else (0, 1))
+    gateway = _deployment(run, "gateway")["spec"]["strategy"]["rollingUpdate"]
+    assert (gateway["maxSurge"], gateway["maxUnavailable"]) == (1, 0)

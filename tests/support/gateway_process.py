@@ -59,19 +59,21 @@ def gunicorn_gateway(
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"gunicorn exited with {process.returncode}")
                 try:
                     # any HTTP answer means gunicorn is serving (the reference app has no
                     # /healthz and answers 404)
-                    requests.get(base + "/healthz", timeout=1)
+                    requests.get(base + "/healthz", timeout=5)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:
+                    # refused (not bound yet) or timed out (bound by the master, workers
+                    # still importing: slow on a fresh checkout with no bytecode yet)
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError("gateway did not start within 30 s")
+                    raise TimeoutError("gateway did not start within 60 s")
                 time.sleep(0.1)
             yield base, process
         finally:
