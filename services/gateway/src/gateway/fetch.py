@@ -90,8 +90,10 @@ def parse_url(url: str) -> _Target:
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a pre-checked IP address while verifying the certificate for the host name."""
 
-    def __init__(self, ip: str, port: int, server_hostname: str, timeout: float) -> None:
-        super().__init__(ip, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(
+        self, ip: str, port: int, server_hostname: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(ip, port, timeout=timeout, context=context)
         self._server_hostname = server_hostname
 
     def connect(self) -> None:
@@ -105,10 +107,13 @@ class SafeFetcher:
         policy: AccessPolicy,
         limits: FetchLimits,
         resolver: Resolver = system_resolver,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.policy = policy
         self.limits = limits
         self.resolver = resolver
+        # Certificates are verified against the system CAs and the URL's host name.
+        self.tls = tls or ssl.create_default_context()
 
     def fetch(self, url: str) -> bytes:
         """The response body of ``url`` after following allowed redirects."""
@@ -145,7 +150,7 @@ class SafeFetcher:
             timeout = min(self.limits.connect_timeout_s, _remaining(deadline))
             conn: http.client.HTTPConnection
             if target.scheme == "https":
-                conn = _PinnedHTTPSConnection(str(ip), target.port, target.host, timeout)
+                conn = _PinnedHTTPSConnection(str(ip), target.port, target.host, timeout, self.tls)
             else:
                 conn = http.client.HTTPConnection(str(ip), target.port, timeout=timeout)
             try:
