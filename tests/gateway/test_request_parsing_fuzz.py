@@ -64,3 +64,23 @@ def test_single_url_round_trips(url: str) -> None:
     parsed = parse_json_body(json.dumps({"url": url}).encode(), MAX_URLS)
     assert not parsed.batch
     assert parsed.urls == (url.strip(),)
+
+
+@given(
+    st.text(max_size=300)
+    | st.from_regex(r"https?://[\w.\-\[\]:@%]{0,40}(/[\w./%?=&-]{0,40})?", fullmatch=True)
+)
+@settings(max_examples=500)
+def test_url_parser_accepts_or_rejects_cleanly(url: str) -> None:
+    from gateway.fetch import MAX_URL_LENGTH, parse_url
+
+    try:
+        target = parse_url(url)
+    except ApiError as exc:
+        assert (exc.status, exc.code) == (400, "invalid_url")
+        return
+    assert target.scheme in ("http", "https")
+    assert target.host and 0 < target.port < 65536
+    assert target.path.startswith("/")
+    assert len(url) <= MAX_URL_LENGTH
+    assert not any(c.isspace() for c in url)

@@ -62,6 +62,7 @@ def test_internal_addresses_are_refused(url: str) -> None:
         "//example.com/a.jpg",
         "http://user:pass@example.com/a.jpg",
         "http://example.com:99999/a.jpg",
+        "http://example.com:0/a.jpg",
         "http:///a.jpg",
         "http://exa mple.com/a.jpg",
         "http://example.com/\r\nHost: evil",

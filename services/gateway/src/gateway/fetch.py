@@ -81,6 +81,8 @@ def parse_url(url: str) -> _Target:
         raise ApiError(400, "invalid_url", "credentials in URLs are not accepted")
     if not parts.hostname:
         raise ApiError(400, "invalid_url", "URL has no host")
+    if port == 0:
+        raise ApiError(400, "invalid_url", "port 0 is not a valid port")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
