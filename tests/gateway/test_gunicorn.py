@@ -35,3 +35,10 @@ def test_gunicorn_serves_predictions_across_workers(
         # /metrics aggregates every worker's counters
         text = requests.get(base + "/metrics", timeout=5).text
         assert 'gateway_requests_total{endpoint="/predict",status="200"} 40.0' in text
+
+
+def test_gunicorn_config_keeps_large_buffers_in_heap() -> None:
+    from gateway.gunicorn_conf import keep_large_buffers_in_heap, post_fork
+
+    assert keep_large_buffers_in_heap()  # glibc accepted both mallopt settings
+    post_fork(None, None)  # the hook gunicorn calls in every worker

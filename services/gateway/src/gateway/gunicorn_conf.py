@@ -36,8 +36,9 @@ _KEEP_BYTES = 64 * 1024 * 1024
 def keep_large_buffers_in_heap() -> bool:
     """Every request allocates and frees a few ~1 MB buffers (the tensor, its protobuf,
     the serialized message). By default glibc serves those with mmap and returns them with
-    munmap, so each request page-faults its buffers in again: measured 8.3 ms of CPU per
-    request against 4.7 ms with this. Keeping them in the heap (trimmed only past 64 MB)
+    munmap, so each request page-faults its buffers in again (`python -m
+    bench.cpu_per_request`: 8-9 ms of CPU per request against 5.5-6 ms with this). Keeping
+    them in the heap (trimmed only past 64 MB)
     trades a bounded amount of resident memory for that CPU. No-op off glibc."""
     name = ctypes.util.find_library("c")
     if not name:
