@@ -65,3 +65,13 @@ def test_pick_first_pins_everything_to_one_server(
     counts = _spread(make_client, models, target, "pick_first")
     assert sorted(counts) == [0, 0, REQUESTS], counts
     print(f"pick_first: {counts}")
+
+
+def test_dns_target_as_in_production(
+    make_client: ClientFactory, fake_model: tuple[FakeModel, int]
+) -> None:
+    """The production target form (`dns:///name:port`) resolves and serves; in the cluster
+    the name is the headless Service."""
+    _, port = fake_model
+    client = make_client(TF_SERVING_HOST=f"dns:///localhost:{port}", GRPC_LB_POLICY="round_robin")
+    assert client.post("/predict", data=IMAGE, content_type="image/jpeg").status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,30 @@ def test_program_requires_an_exported_model(tmp_path: Path) -> None:
         Exception, match=r"model.exportDir: no exported version of 'clothing-model'.*make model"
     ):
         run_stack("dev", config)
+
+
+def test_entry_point_reports_bad_config_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`infra/__main__.py` (what `pulumi up` runs) turns a ConfigError into a logged error
+    and exit status 1."""
+    import runpy
+
+    import pulumi
+
+    from tests.infra.harness import ROOT, RecordingMocks
+
+    config = with_export("dev", fake_export(tmp_path))
+    config[f"{PREFIX}gpuNodes"] = {**config[f"{PREFIX}gpuNodes"], "capacityType": "CHEAP"}
+    pulumi.runtime.set_all_config(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    )
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="clothing-serving", stack="dev", preview=False)
+    logged: list[str] = []
+    monkeypatch.setattr(pulumi.log, "error", lambda msg, *a, **k: logged.append(msg))
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+    assert info.value.code == 1
+    assert "clothing-serving:gpuNodes.capacityType" in logged[0]
+    assert mocks.resources == []
