@@ -392,6 +392,36 @@ class Serving(pulumi.ComponentResource):
             opts=self._opts,
         )
 
+    def _allow_ingress(
+        self, name: str, app: App, ports: list[int], source: App | None = None
+    ) -> k8s.networking.v1.NetworkPolicy:
+        """Let traffic reach ``app`` on ``ports``: from ``source``'s pods, or from anywhere."""
+        net = k8s.networking.v1
+        peers = (
+            [
+                net.NetworkPolicyPeerArgs(
+                    pod_selector=meta.LabelSelectorArgs(match_labels=source.labels)
+                )
+            ]
+            if source
+            else None
+        )
+        return net.NetworkPolicy(
+            name,
+            metadata=self._meta(name, app),
+            spec=net.NetworkPolicySpecArgs(
+                pod_selector=meta.LabelSelectorArgs(match_labels=app.labels),
+                policy_types=["Ingress"],
+                ingress=[
+                    net.NetworkPolicyIngressRuleArgs(
+                        from_=peers,
+                        ports=[net.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in ports],
+                    )
+                ],
+            ),
+            opts=self._opts,
+        )
+
     def _network_policies(self) -> list[k8s.networking.v1.NetworkPolicy]:
         net = k8s.networking.v1
         deny_all = net.NetworkPolicy(
@@ -402,42 +432,10 @@ class Serving(pulumi.ComponentResource):
             ),
             opts=self._opts,
         )
-        only_gateway = net.NetworkPolicy(
-            "tf-serving-from-gateway",
-            metadata=self._meta("tf-serving-from-gateway", TF_SERVING),
-            spec=net.NetworkPolicySpecArgs(
-                pod_selector=meta.LabelSelectorArgs(match_labels=TF_SERVING.labels),
-                policy_types=["Ingress"],
-                ingress=[
-                    net.NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            net.NetworkPolicyPeerArgs(
-                                pod_selector=meta.LabelSelectorArgs(match_labels=GATEWAY.labels)
-                            )
-                        ],
-                        ports=[
-                            net.NetworkPolicyPortArgs(port=GRPC_PORT, protocol="TCP"),
-                            net.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
-                        ],
-                    )
-                ],
-            ),
-            opts=self._opts,
+        only_gateway = self._allow_ingress(
+            "tf-serving-from-gateway", TF_SERVING, [GRPC_PORT, REST_PORT], source=GATEWAY
         )
-        public_gateway = net.NetworkPolicy(
-            "gateway-from-load-balancer",
-            metadata=self._meta("gateway-from-load-balancer", GATEWAY),
-            spec=net.NetworkPolicySpecArgs(
-                pod_selector=meta.LabelSelectorArgs(match_labels=GATEWAY.labels),
-                policy_types=["Ingress"],
-                ingress=[
-                    net.NetworkPolicyIngressRuleArgs(
-                        ports=[net.NetworkPolicyPortArgs(port=GATEWAY_PORT, protocol="TCP")]
-                    )
-                ],
-            ),
-            opts=self._opts,
-        )
+        public_gateway = self._allow_ingress("gateway-from-load-balancer", GATEWAY, [GATEWAY_PORT])
         return [deny_all, only_gateway, public_gateway]
 
 
