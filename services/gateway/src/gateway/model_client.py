@@ -41,14 +41,10 @@ _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 @dataclass(frozen=True)
 class Signature:
-    """What the gateway needs to know about the served model, learned from the server."""
+    """The tensor names to use, learned from the server (shapes are checked on the way)."""
 
-    model_name: str
-    signature_name: str
     input_name: str
     output_name: str
-    input_shape: tuple[int, ...]  # -1 for unknown dimensions
-    output_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -252,14 +248,7 @@ class ModelClient:
                 f"model output {output_name!r} has {output_shape[-1]} classes but "
                 f"{len(s.class_labels)} class labels are configured (CLASS_LABELS)",
             )
-        return Signature(
-            model_name=s.model_name,
-            signature_name=s.signature_name,
-            input_name=input_name,
-            output_name=output_name,
-            input_shape=input_shape,
-            output_shape=output_shape,
-        )
+        return Signature(input_name=input_name, output_name=output_name)
 
     # -- inference --------------------------------------------------------------------
     def predict(self, batch: npt.NDArray[np.float32]) -> Prediction:
