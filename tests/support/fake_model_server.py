@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 import numpy as np
@@ -141,8 +142,16 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-class _Status(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, model: FakeModel) -> None:
+class ServedModel(Protocol):
+    name: str
+    version: int
+    state: get_model_status_pb2.ModelVersionStatus.State
+
+
+class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus for one model version, as TF Serving answers it (both stand-ins)."""
+
+    def __init__(self, model: ServedModel) -> None:
         self.model = model
 
     def GetModelStatus(
@@ -171,7 +180,7 @@ def serve(
         futures.ThreadPoolExecutor(max_workers=max_workers), options=limit + (options or [])
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(model), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Status(model), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(model), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")

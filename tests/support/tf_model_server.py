@@ -33,6 +33,7 @@ from gateway._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tests.support.fake_model_server import ModelStatusServicer
 
 
 class TfModel:
@@ -42,6 +43,7 @@ class TfModel:
             raise SystemExit(f"no numeric version directory under {base_path}")
         self.name = name
         self.version = versions[-1]
+        self.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE  # loaded above
         version_dir = base_path / str(self.version)
         self.loaded = tf.saved_model.load(str(version_dir))
         saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
@@ -91,20 +93,6 @@ class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-class Status(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, model: TfModel) -> None:
-        self.model = model
-
-    def GetModelStatus(self, request, context):  # type: ignore[no-untyped-def]
-        if request.model_spec.name != self.model.name:
-            context.abort(grpc.StatusCode.NOT_FOUND, "Could not find any versions of model")
-        response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add()
-        status.version = self.model.version
-        status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-        return response
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("base_path", type=Path)
@@ -115,7 +103,7 @@ def main() -> None:
     limit = [("grpc.max_receive_message_length", 2**31 - 1)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=limit)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Prediction(model), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(Status(model), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(model), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(json.dumps({"grpc_port": port, "version": model.version}), flush=True)
