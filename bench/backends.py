@@ -6,11 +6,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support.fake_model_server import FakeModel, serve
 from tests.support.image_host import ImageHost
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def running_backends(
+    images: Path, servers: int = 1, image_delay_s: float = 0.0, model_delay_s: float = 0.0
+) -> Iterator[dict[str, Any]]:
+    """Start this module in a subprocess; yields its ports (``grpc_port``, ``grpc_target``,
+    ``http_base``) and stops it on exit."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "bench.backends", "--images", str(images),
+            "--servers", str(servers),
+            "--image-delay", str(image_delay_s), "--model-delay", str(model_delay_s),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdin is not None
+    try:
+        yield json.loads(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+def url_bodies(info: dict[str, Any], names: list[str]) -> Callable[[int], dict[str, object]]:
+    """Request i asks for image i (cycling) from the backends' image host."""
+
+    def body(i: int) -> dict[str, object]:
+        return {"url": f"{info['http_base']}/images/{names[i % len(names)]}"}
+
+    return body
 
 
 def main() -> None:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from bench.backends import running_backends, url_bodies
 from bench.loadgen import LoadResult, run_load
 from gateway.imaging import Preprocessor
 from tests.support.gateway_process import gunicorn_gateway
@@ -63,36 +61,14 @@ def preprocessing_cost(root: Path, names: list[str], rounds: int = 9) -> tuple[f
 
 
 def compare(args: argparse.Namespace, names: list[str], image_ms: float, model_ms: float) -> None:
-    backends = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.backends",
-            "--images",
-            str(args.images),
-            "--image-delay",
-            str(image_ms / 1000),
-            "--model-delay",
-            str(model_ms / 1000),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert backends.stdout is not None
-    assert backends.stdin is not None
-    ports = json.loads(backends.stdout.readline())
-    env = {
-        "TF_SERVING_HOST": f"127.0.0.1:{ports['grpc_port']}",
-        "FETCH_ALLOW": "127.0.0.0/8",
-        "PYTHONPATH": str(ROOT),
-    }
-
-    def body(i: int) -> dict[str, object]:
-        return {"url": f"{ports['http_base']}/images/{names[i % len(names)]}"}
-
     results: dict[str, LoadResult] = {}
-    try:
+    with running_backends(args.images, 1, image_ms / 1000, model_ms / 1000) as ports:
+        env = {
+            "TF_SERVING_HOST": f"127.0.0.1:{ports['grpc_port']}",
+            "FETCH_ALLOW": "127.0.0.0/8",
+            "PYTHONPATH": str(ROOT),
+        }
+        body = url_bodies(ports, names)
         with gunicorn_gateway(env, workers=args.workers, threads=args.threads) as (base, _):
             run_load(base, body, 40, args.concurrency)  # warm-up: channels, metadata
             results["gateway"] = run_load(base, body, args.requests, args.concurrency)
@@ -105,9 +81,6 @@ def compare(args: argparse.Namespace, names: list[str], image_ms: float, model_m
         ) as (base, _):
             run_load(base, body, 40, args.concurrency)
             results["reference"] = run_load(base, body, args.requests, args.concurrency)
-    finally:
-        backends.stdin.close()
-        backends.wait(timeout=10)
 
     print(
         f"\nimage host latency {image_ms:g} ms, model latency {model_ms:g} ms; "

@@ -13,14 +13,12 @@ machine's loopback and shares its cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 
+from bench.backends import running_backends, url_bodies
 from bench.gateway_vs_reference import DATASET, FIXTURES, image_names
 from bench.loadgen import LoadResult, run_load
 from tests.support.gateway_process import gunicorn_gateway
@@ -49,33 +47,17 @@ def main() -> None:
     args = parser.parse_args()
     names = image_names(args.images)
 
-    backends = subprocess.Popen(
-        [
-            sys.executable, "-m", "bench.backends", "--images", str(args.images),
-            "--servers", str(args.servers),
-            "--image-delay", str(args.image_latency_ms / 1000),
-            "--model-delay", str(args.model_latency_ms / 1000),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert backends.stdout is not None
-    assert backends.stdin is not None
-    info = json.loads(backends.stdout.readline())
-    env = {
-        "TF_SERVING_HOST": info["grpc_target"],
-        "GRPC_LB_POLICY": "round_robin",
-        "MODEL_INPUT_NAME": "input_8",
-        "MODEL_OUTPUT_NAME": "dense_7",
-        "FETCH_ALLOW": "127.0.0.0/8",
-        "PYTHONPATH": str(ROOT),
-    }
-
-    def body(i: int) -> dict[str, object]:
-        return {"url": f"{info['http_base']}/images/{names[i % len(names)]}"}
-
-    try:
+    delays = (args.image_latency_ms / 1000, args.model_latency_ms / 1000)
+    with running_backends(args.images, args.servers, *delays) as info:
+        env = {
+            "TF_SERVING_HOST": info["grpc_target"],
+            "GRPC_LB_POLICY": "round_robin",
+            "MODEL_INPUT_NAME": "input_8",
+            "MODEL_OUTPUT_NAME": "dense_7",
+            "FETCH_ALLOW": "127.0.0.0/8",
+            "PYTHONPATH": str(ROOT),
+        }
+        body = url_bodies(info, names)
         with gunicorn_gateway(env, workers=args.workers, threads=args.threads) as (base, master):
             run_load(base, body, 200, args.concurrency)  # warm-up: channels, metadata, caches
             rss = [gateway_rss_mb(master.pid)]
@@ -88,9 +70,6 @@ def main() -> None:
                 combined.statuses += result.statuses
                 combined.elapsed_s += result.elapsed_s
                 rss.append(gateway_rss_mb(master.pid))
-    finally:
-        backends.stdin.close()
-        backends.wait(timeout=10)
     elapsed, statuses = combined.elapsed_s, combined.statuses
     print(
         f"gateway: {args.workers} gthread workers x {args.threads} threads on {os.cpu_count()} "
