@@ -5,11 +5,25 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.tools/bin/uv")
 export UV_PYTHON_PREFERENCE := only-system
 
+# The model `make model` exports: the course's trained Xception (downloaded once into
+# MODEL_CACHE), or your own Keras file: `make model MODEL_FILE=path/to/model.h5`.
 MODEL_URL ?= https://github.com/DataTalksClub/machine-learning-zoomcamp/releases/download/chapter7-model/xception_v4_large_08_0.894.h5
-MODEL_FILE ?= .cache/xception_v4_large_08_0.894.h5
-EXPORTED := services/tf-serving/models/clothing-model/1/saved_model.pb
+MODEL_CACHE ?= .cache
+COURSE_MODEL := $(MODEL_CACHE)/xception_v4_large_08_0.894.h5
+MODEL_FILE ?= $(COURSE_MODEL)
+MODEL_DIR ?= services/tf-serving/models
+# More `python -m model_tools export` options, e.g. --labels-file labels.txt --preprocessing torch
+# (--name NAME serves it under another name; the gateway then needs MODEL_NAME=NAME).
+EXPORT_ARGS ?=
+EXPORTED := $(MODEL_DIR)/models.config
+# What the export was made from: a different MODEL_FILE, MODEL_DIR or EXPORT_ARGS re-exports.
+EXPORT_INPUTS := $(MODEL_CACHE)/export-inputs
+export_inputs = $(abspath $(MODEL_FILE)) $(abspath $(MODEL_DIR)) $(EXPORT_ARGS)
 
-.PHONY: setup test lint pytest run model stubs bench load cost clean
+# The TensorFlow runtime of the pinned TF Serving image, to prove exports load in it.
+TF_SERVING_RUNTIME := $(CURDIR)/.tools/tf-serving-runtime/bin/python
+
+.PHONY: setup venv test lint pytest run model stubs bench load cost clean FORCE
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
@@ -23,8 +37,15 @@ $(CHECKOV): tools/checkov-requirements.txt | $(UV)
 	mkdir -p "$(CURDIR)/.tools/bin" && ln -sf "$(CHECKOV)" "$(CURDIR)/.tools/bin/checkov"
 	touch "$(CHECKOV)"
 
-setup: $(UV) $(CHECKOV) ## create .venv from uv.lock (all dependency groups) and the checkov tool
+$(TF_SERVING_RUNTIME): tools/tf-serving-runtime-requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python 3.11 "$(CURDIR)/.tools/tf-serving-runtime"
+	VIRTUAL_ENV="$(CURDIR)/.tools/tf-serving-runtime" $(UV) pip sync --quiet tools/tf-serving-runtime-requirements.txt
+	touch "$(TF_SERVING_RUNTIME)"
+
+venv: | $(UV) ## .venv from uv.lock (all dependency groups)
 	$(UV) sync --locked
+
+setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) ## .venv, plus the checkov and TF Serving runtime tools
 
 lint: setup ## ruff + mypy
 	$(UV) run --locked ruff check .
@@ -39,26 +60,44 @@ test: lint pytest ## what CI runs
 stubs: setup ## regenerate the gateway's TF Serving stubs
 	$(UV) run --locked python services/gateway/tools/generate_stubs.py
 
+# Only the course's model is downloaded; any other MODEL_FILE must already exist.
+$(COURSE_MODEL):
+	@mkdir -p "$(dir $@)"
+	@echo "downloading the course's model: $(MODEL_URL)"
+	@curl -fsSL --retry 2 --connect-timeout 10 -o "$@.part" "$(MODEL_URL)" 2>/dev/null \
+	  && mv "$@.part" "$@" \
+	  || { rm -f "$@.part"; \
+	       echo "error: could not download $(MODEL_URL)" >&2; \
+	       echo "  Download it (or use any Keras image classifier you have) and run:" >&2; \
+	       echo "  make model MODEL_FILE=path/to/model.h5" >&2; exit 1; }
+
+ifneq ($(MODEL_FILE),$(COURSE_MODEL))
 $(MODEL_FILE):
-	mkdir -p $(dir $(MODEL_FILE))
-	curl -fL --retry 3 -o "$@.part" "$(MODEL_URL)" && mv "$@.part" "$@"
+	@echo "error: MODEL_FILE=$(MODEL_FILE) does not exist" >&2; exit 1
+endif
 
-$(EXPORTED): | $(MODEL_FILE)
-	$(MAKE) setup
-	$(UV) run --locked python -m model_tools export "$(MODEL_FILE)" --outputs logits
+$(EXPORT_INPUTS): FORCE
+	@mkdir -p "$(dir $@)"
+	@echo '$(export_inputs)' | cmp -s - "$@" || echo '$(export_inputs)' > "$@"
 
-model: $(EXPORTED) ## download the course's trained model and export it for TF Serving
+$(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | venv
+	$(UV) run --locked python -m model_tools export "$(MODEL_FILE)" --out "$(MODEL_DIR)" \
+	  --overwrite $(EXPORT_ARGS)
 
-run: model ## build both images and start TF Serving + the gateway on http://localhost:9696
+model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
+
+run: ## build both images and start TF Serving + the gateway on http://localhost:9696
+	@tools/check-docker.sh
+	$(MAKE) --no-print-directory model
 	docker compose up --build
 
-cost: setup ## hourly cost of the dev and prod stacks (from their config and list prices)
+cost: venv ## hourly cost of the dev and prod stacks (from their config and list prices)
 	$(UV) run --locked python -m infra.cost
 
-bench: setup ## gateway vs the course's reference gateway (prints req/s, p50/p99)
+bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 	$(UV) run --locked python -m bench.gateway_vs_reference
 
-load: setup ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
+load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
 	$(UV) run --locked python -m bench.load_test
 
 clean:

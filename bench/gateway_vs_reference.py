@@ -1,11 +1,16 @@
-"""Benchmark: this gateway vs the course's reference gateway, same images, same fake model.
+"""Benchmark: the gateway before and after the model carried its input contract, against
+the course's reference gateway, on the same images.
 
     uv run python -m bench.gateway_vs_reference [--images DIR] [--requests N] [--concurrency C]
 
-Prints requests/s and p50/p99 for both, and per-image preprocessing time against bare
-Pillow decode + resize. Everything runs on this machine's loopback: the gateway (gunicorn,
-2 gthread workers) and the reference (gunicorn, 1 sync worker, as in the course) share the
-machine's cores with the image host, the fake model server and the load generator.
+"before": the model takes preprocessed float32 (the course's SavedModel), so the gateway
+scales every pixel and sends 4 bytes each. "after": the model exported by ``model_tools``
+takes uint8 pixels and normalises them in its graph, so the gateway sends 1 byte each.
+Printed, in one run: bytes on the wire per image, gateway CPU per request, per-image
+preprocessing against bare Pillow decode + resize, and throughput / latency of both against
+the course's gateway. Everything runs on this machine's loopback: the gateway (gunicorn, 2
+gthread workers) and the reference (gunicorn, 1 sync worker, as in the course) share the
+cores with the image host, the fake model server and the load generator.
 """
 
 from __future__ import annotations
@@ -15,34 +20,53 @@ import io
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from bench.backends import running_backends, url_bodies
+from bench.backends import COURSE_GATEWAY_ENV, running_backends, url_bodies
+from bench.cpu_per_request import cpu_ms
 from bench.loadgen import LoadResult, run_load
-from gateway.imaging import Preprocessor
+from gateway._proto.tensorflow_serving.apis import predict_pb2
+from gateway.imaging import Decoder, scale_pixels
+from gateway.tensors import fill_image_tensor
 from tests.support.gateway_process import gunicorn_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "data" / "clothing-dataset-small" / "test"
 FIXTURES = ROOT / "tests" / "fixtures" / "images"
+SIZE = (299, 299)
+# contract served -> (label, extra gateway environment)
+GATEWAYS = {
+    "course": ("gateway before (float32)", COURSE_GATEWAY_ENV),
+    "export": ("gateway after (uint8)", {}),
+}
 
 
 def image_names(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))
 
 
-def preprocessing_cost(root: Path, names: list[str], rounds: int = 9) -> tuple[float, float, float]:
-    """Per-image ms of bare Pillow decode+resize and of the gateway's Preprocessor, and
-    the median over rounds of their ratio. The two alternate image by image, so drift in
-    machine load hits both alike."""
+def decode_before(data: bytes) -> np.ndarray:
+    return scale_pixels(Decoder()(data, SIZE), "tf")
+
+
+def decode_after(data: bytes) -> np.ndarray:
+    return Decoder()(data, SIZE)
+
+
+def preprocessing_cost(
+    root: Path, names: list[str], ours: Callable[[bytes], np.ndarray], rounds: int = 9
+) -> tuple[float, float, float]:
+    """Per-image ms of bare Pillow decode+resize and of ``ours``, and the median over rounds
+    of their ratio. The two alternate image by image, so drift in machine load hits both."""
     blobs = [(root / n).read_bytes() for n in names]
-    pre = Preprocessor()
     nearest = Image.Resampling.NEAREST
 
     def bare(data: bytes) -> None:
-        Image.open(io.BytesIO(data)).resize((299, 299), nearest)
+        Image.open(io.BytesIO(data)).resize(SIZE, nearest)
 
     bare_ms, ours_ms, ratios = [], [], []
     for _ in range(rounds):
@@ -51,7 +75,7 @@ def preprocessing_cost(root: Path, names: list[str], rounds: int = 9) -> tuple[f
             start = time.perf_counter()
             bare(blob)
             middle = time.perf_counter()
-            pre(blob)
+            ours(blob)
             t_bare += middle - start
             t_ours += time.perf_counter() - middle
         bare_ms.append(t_bare / len(blobs) * 1000)
@@ -60,47 +84,50 @@ def preprocessing_cost(root: Path, names: list[str], rounds: int = 9) -> tuple[f
     return statistics.median(bare_ms), statistics.median(ours_ms), statistics.median(ratios)
 
 
+def wire_bytes(data: bytes, decode: Callable[[bytes], np.ndarray]) -> int:
+    """Serialized size of the PredictRequest the gateway sends for one image."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "clothing-model"
+    fill_image_tensor(request.inputs["image"], decode(data)[np.newaxis])
+    return request.ByteSize()
+
+
 def compare(args: argparse.Namespace, names: list[str], image_ms: float, model_ms: float) -> None:
     results: dict[str, LoadResult] = {}
-    with running_backends(args.images, 1, image_ms / 1000, model_ms / 1000) as ports:
-        env = {
-            "TF_SERVING_HOST": f"127.0.0.1:{ports['grpc_port']}",
-            "FETCH_ALLOW": "127.0.0.0/8",
-            "PYTHONPATH": str(ROOT),
-        }
-        body = url_bodies(ports, names)
-        with gunicorn_gateway(env, workers=args.workers, threads=args.threads) as (base, _):
-            run_load(base, body, 40, args.concurrency)  # warm-up: channels, metadata
-            results["gateway"] = run_load(base, body, args.requests, args.concurrency)
-        with gunicorn_gateway(
-            env,
-            workers=1,
-            extra_args=("--worker-class", "sync", "--threads", "1"),
-            app="bench.reference_app:app",
-            config=None,  # plain gunicorn, as the course ran it
-        ) as (base, _):
-            run_load(base, body, 40, args.concurrency)
-            results["reference"] = run_load(base, body, args.requests, args.concurrency)
+    delays = (image_ms / 1000, model_ms / 1000)
+    for contract, (label, extra_env) in GATEWAYS.items():
+        with running_backends(args.images, 1, *delays, contract=contract) as ports:
+            env = {
+                "TF_SERVING_HOST": f"127.0.0.1:{ports['grpc_port']}",
+                "FETCH_ALLOW": "127.0.0.0/8",
+                "PYTHONPATH": str(ROOT),
+                **extra_env,
+            }
+            body = url_bodies(ports, names)
+            with gunicorn_gateway(env, workers=args.workers, threads=args.threads) as (base, _):
+                run_load(base, body, 40, args.concurrency)  # warm-up: channels, metadata
+                results[label] = run_load(base, body, args.requests, args.concurrency)
+            if contract == "course":  # the course's gateway calls the course's model
+                with gunicorn_gateway(
+                    env,
+                    workers=1,
+                    extra_args=("--worker-class", "sync", "--threads", "1"),
+                    app="bench.reference_app:app",
+                    config=None,  # plain gunicorn, as the course ran it
+                ) as (base, _):
+                    run_load(base, body, 40, args.concurrency)
+                    reference = run_load(base, body, args.requests, args.concurrency)
 
     print(
         f"\nimage host latency {image_ms:g} ms, model latency {model_ms:g} ms; "
         f"{args.requests} requests, {args.concurrency} concurrent clients, one image each"
     )
-    print(f"{'':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    labels = {
-        "gateway": f"gateway (gthread {args.workers}x{args.threads})",
-        "reference": "course reference (1 sync worker)",
-    }
-    for key, r in results.items():
+    print(f"{'':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs course':>11}")
+    for label, r in [*results.items(), ("course reference (1 sync worker)", reference)]:
         print(
-            f"{labels[key]:<34}{r.rps:>9.1f}{r.percentile_ms(50):>9.1f}"
-            f"{r.percentile_ms(99):>9.1f}{r.errors:>8}"
+            f"{label:<34}{r.rps:>9.1f}{r.percentile_ms(50):>9.1f}"
+            f"{r.percentile_ms(99):>9.1f}{r.errors:>8}{r.rps / reference.rps:>10.2f}x"
         )
-    g, ref = results["gateway"], results["reference"]
-    print(
-        f"throughput x{g.rps / ref.rps:.2f} (target >= 3); "
-        f"p99 {g.percentile_ms(99):.0f} vs {ref.percentile_ms(99):.0f} ms (target <=)"
-    )
 
 
 def main() -> None:
@@ -125,14 +152,27 @@ def main() -> None:
     args = parser.parse_args()
     names = image_names(args.images)
     print(f"images: {len(names)} JPEGs from {args.images}; cores: {os.cpu_count()}")
+
+    sample = (args.images / names[0]).read_bytes()
+    before_bytes, after_bytes = wire_bytes(sample, decode_before), wire_bytes(sample, decode_after)
+    print(
+        f"\nbytes on the wire per image (PredictRequest): before {before_bytes:,}, "
+        f"after {after_bytes:,} ({before_bytes / after_bytes:.1f}x less)"
+    )
+    before_cpu, after_cpu = cpu_ms("heap", "course"), cpu_ms("heap", "export")
+    print(
+        f"gateway CPU per request (gateway + model stand-in + image host, one process): "
+        f"before {before_cpu:.2f} ms, after {after_cpu:.2f} ms"
+    )
+    for label, decode in (("before", decode_before), ("after", decode_after)):
+        bare_ms, ours_ms, ratio = preprocessing_cost(args.images, names, decode)
+        print(
+            f"preprocessing per image {label}: {ours_ms:.3f} ms vs bare Pillow decode+resize "
+            f"{bare_ms:.3f} ms, ratio {ratio:.2f} (target <= 1.2; median of rounds)"
+        )
+
     compare(args, names, args.image_latency_ms, args.model_latency_ms)
     compare(args, names, 0.0, 0.0)  # CPU-bound: everything on the same 2 cores, no waiting
-    bare_ms, ours_ms, ratio = preprocessing_cost(args.images, names)
-    print(
-        f"\npreprocessing per image ({len(names)} images, median of rounds): bare Pillow "
-        f"decode+resize {bare_ms:.3f} ms, gateway {ours_ms:.3f} ms, ratio {ratio:.2f} "
-        "(target <= 1.2)"
-    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,6 @@ def main() -> None:
         env = {
             "TF_SERVING_HOST": info["grpc_target"],
             "GRPC_LB_POLICY": "round_robin",
-            "MODEL_INPUT_NAME": "input_8",
-            "MODEL_OUTPUT_NAME": "dense_7",
             "FETCH_ALLOW": "127.0.0.0/8",
             "PYTHONPATH": str(ROOT),
         }

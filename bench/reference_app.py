@@ -1,6 +1,7 @@
 """The course's gateway, for comparison only: urllib download, PIL nearest resize, float32,
-``x / 127.5 - 1``, ``tensor_content``, hard-coded tensor names, a module-level channel,
-raw logits out. Served by one sync gunicorn worker, as in the course."""
+``x / 127.5 - 1``, ``tensor_content``, hard-coded tensor names (``input_8`` -> ``dense_7``,
+the course's SavedModel), a module-level channel, raw logits read from ``float_val``. Served
+by one sync gunicorn worker, as in the course."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from gateway._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from gateway._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from gateway.settings import CLOTHING_CLASSES
+from model_tools.cli import CLOTHING_CLASSES
 
 CLASSES = list(CLOTHING_CLASSES)
 channel = grpc.insecure_channel(os.environ["TF_SERVING_HOST"])
@@ -51,5 +52,5 @@ def predict() -> Any:
         )
     )
     pb = stub.Predict(req, timeout=20.0)
-    preds = np.frombuffer(pb.outputs["dense_7"].tensor_content, dtype=np.float32)
-    return jsonify(dict(zip(CLASSES, preds.tolist(), strict=True)))
+    preds = pb.outputs["dense_7"].float_val
+    return jsonify(dict(zip(CLASSES, list(preds), strict=True)))

@@ -101,9 +101,10 @@ class ScalingConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Which exported model to serve. Labels and tensor names come from its manifest."""
+    """Which exported model to serve (by default the only one under ``exportDir``). Its
+    labels, input size and preprocessing travel in its serving signature."""
 
-    name: str = Field(default="clothing-model", pattern=r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
     export_dir: str = Field(alias="exportDir", default="services/tf-serving/models")
     on_gpu: bool = Field(alias="onGpu", default=True)
 

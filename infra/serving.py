@@ -297,9 +297,8 @@ class Serving(pulumi.ComponentResource):
         env: dict[str, pulumi.Input[str]] = {
             "TF_SERVING_HOST": self.model_target,
             "GRPC_LB_POLICY": "round_robin",
+            # Which model to call; what it takes and returns comes from its signature.
             "MODEL_NAME": self.export.name,
-            "CLASS_LABELS": ",".join(self.export.class_labels),
-            "OUTPUT_ACTIVATION": "softmax" if self.export.outputs_are_logits else "none",
             "WEB_CONCURRENCY": "2",
             "GUNICORN_THREADS": "8",
             "PROMETHEUS_MULTIPROC_DIR": f"{TMP}/gateway-metrics",

@@ -3,14 +3,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from gateway.app import create_app
 from gateway.fetch import SafeFetcher
+from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
 from tests.support.fake_model_server import FakeModel
 
 ClientFactory = Callable[..., FlaskClient]
+
+
+def current(app: Flask) -> Gateway:
+    gateway: Gateway = app.extensions[EXTENSION]
+    return gateway
+
 
 # Loopback is private: tests reach the local image host only through the allowlist.
 TEST_ENV = {
@@ -35,7 +43,7 @@ def make_client(fake_model: tuple[FakeModel, int]) -> Iterator[ClientFactory]:
 
     yield make
     for app in apps:
-        app.extensions["classifier"].model.close()
+        current(app).classifier.model.close()
 
 
 @pytest.fixture

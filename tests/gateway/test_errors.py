@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from tests.gateway.conftest import ClientFactory
+from tests.gateway.conftest import ClientFactory, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
 
@@ -254,7 +254,7 @@ def test_unknown_route_and_method(client: FlaskClient) -> None:
 def test_unexpected_exception_is_json_500(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    classifier = client.application.extensions["classifier"]
+    classifier = current(client.application).classifier
 
     def boom(data: bytes) -> None:
         raise RuntimeError("bug")

@@ -1,4 +1,5 @@
-"""Colour modes and formats beyond plain RGB JPEG decode to sensible RGB input."""
+"""Colour modes and formats beyond plain RGB JPEG decode to sensible RGB pixels, and the
+gateway-side scaling for float32 models matches Keras's formulas."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.imaging import Preprocessor, sniff
+from gateway.imaging import Decoder, scale_pixels, sniff
 from tests.support.image_host import FIXTURES
 
-PRE = Preprocessor()
+SIZE = (299, 299)
+
+
+def PRE(data: bytes) -> np.ndarray:
+    return Decoder()(data, SIZE)
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -21,7 +26,7 @@ def _encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
 
 
 def _rgb_reference(img: Image.Image) -> np.ndarray:
-    return PRE.scale(img.convert("RGB").resize((299, 299), Image.Resampling.NEAREST))
+    return np.asarray(img.convert("RGB").resize(SIZE, Image.Resampling.NEAREST))
 
 
 def test_formats_are_sniffed_by_content_not_name() -> None:
@@ -53,15 +58,16 @@ def test_grayscale_becomes_three_equal_channels() -> None:
 def test_sixteen_bit_grayscale_is_scaled_not_clipped() -> None:
     wide = Image.fromarray(np.full((20, 20), 65535, dtype=np.uint16))
     x = PRE(_encode(wide, "PNG"))
-    assert np.all(x == 1.0)  # white, not clipped garbage
+    assert x.dtype == np.uint8
+    assert np.all(x == 255)  # white, not clipped garbage
 
 
 def test_transparency_is_flattened_onto_white() -> None:
     rgba = Image.new("RGBA", (50, 50), (0, 0, 0, 0))  # fully transparent black
     rgba.paste((255, 0, 0, 255), (0, 0, 25, 50))  # opaque red left half
     x = PRE(_encode(rgba, "PNG"))
-    assert np.allclose(x[:, 0], [1.0, -1.0, -1.0])  # red
-    assert np.allclose(x[:, -1], [1.0, 1.0, 1.0])  # white where transparent
+    assert (x[:, 0] == [255, 0, 0]).all()  # red
+    assert (x[:, -1] == [255, 255, 255]).all()  # white where transparent
 
 
 def test_palette_with_transparency_and_gif_first_frame() -> None:
@@ -70,27 +76,30 @@ def test_palette_with_transparency_and_gif_first_frame() -> None:
         f.putpalette([v for i in range(256) for v in (i, 255 - i, 0)])
     gif = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
     x = PRE(gif)
-    assert np.allclose(x[0, 0], np.array([10, 245, 0]) / 127.5 - 1)
+    assert (x[0, 0] == [10, 245, 0]).all()
 
 
 def test_cmyk_jpeg_is_converted() -> None:
     cmyk = Image.open(FIXTURES / "hat.jpg").convert("CMYK")
     data = _encode(cmyk, "JPEG", quality=95)
     x = PRE(data)
-    assert x.shape == (299, 299, 3)
-    assert x.min() >= -1.0 and x.max() <= 1.0
+    assert x.shape == (299, 299, 3) and x.dtype == np.uint8
 
 
-@pytest.mark.parametrize(
-    ("mode", "check"), [("torch", (0.485, 0.229)), ("caffe", None), ("raw", None)]
-)
-def test_other_preprocessing_modes_match_keras_formulas(mode: str, check: object) -> None:
-    img = (
-        Image.open(FIXTURES / "hat.jpg").convert("RGB").resize((299, 299), Image.Resampling.NEAREST)
-    )
-    pixels = np.asarray(img, dtype=np.float32)
-    x = Preprocessor(mode=mode).scale(img)
-    if mode == "torch":
+@pytest.mark.parametrize("mode", ["tf", "torch", "caffe", "none"])
+def test_scaling_modes_are_keras_preprocess_input(mode: str) -> None:
+    from keras.applications import imagenet_utils
+
+    img = Image.open(FIXTURES / "hat.jpg").convert("RGB").resize(SIZE, Image.Resampling.NEAREST)
+    pixels = np.asarray(img, dtype=np.uint8)
+    x = scale_pixels(pixels, mode)
+    if mode != "none":  # bit-identical to Keras itself
+        expected = imagenet_utils.preprocess_input(pixels.astype(np.float32), mode=mode)
+        np.testing.assert_array_equal(x, expected)
+    pixels = pixels.astype(np.float32)
+    if mode == "tf":
+        np.testing.assert_array_equal(x, pixels / np.float32(127.5) - np.float32(1))
+    elif mode == "torch":
         mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
         std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
         np.testing.assert_allclose(x, (pixels / 255.0 - mean) / std, rtol=1e-6)

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
-from gateway.app import openapi_document
+from gateway.openapi import openapi_document
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES
 
@@ -88,3 +88,27 @@ def test_openapi_document_is_valid_and_matches_routes(client: FlaskClient) -> No
     }
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert routes == documented
+
+
+def test_error_docs_come_from_the_registry() -> None:
+    """The README's table and the OpenAPI document list exactly the registry's codes."""
+    from pathlib import Path
+
+    from gateway.errors import ERRORS, markdown_table
+
+    readme = (
+        Path(__file__).resolve().parents[2] / "services" / "gateway" / "README.md"
+    ).read_text()
+    section = readme.split("<!-- errors:start -->\n", 1)[1].split("\n<!-- errors:end -->", 1)[0]
+    assert section == markdown_table(), "regenerate with `python -m gateway.errors`"
+    document = openapi_document()
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    assert error["properties"]["code"]["enum"] == sorted(ERRORS)
+    described = {
+        status
+        for path in document["paths"].values()
+        for operation in path.values()
+        for status in operation["responses"]
+        if int(status) >= 400
+    }
+    assert {str(kind.status) for code, kind in ERRORS.items()} - {"404", "405"} <= described

@@ -1,4 +1,8 @@
-"""POST /predict end to end: real HTTP image host, real gRPC model server, both on loopback."""
+"""POST /predict end to end: real HTTP image host, real gRPC model server, both on loopback.
+
+The model server answers like TF Serving (typed output fields unless told otherwise) and
+describes itself like a ``model_tools`` export: the gateway is given no per-model settings.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from gateway.settings import CLOTHING_CLASSES
+from gateway.contract import PROBABILITIES_OUTPUT
+from model_tools.cli import CLOTHING_CLASSES
 from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FIXED_LOGITS, FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
-from tests.support.reference import keras_xception_input, softmax
+from tests.support.reference import keras_input, keras_pixels, softmax
 
 CLASSES = [p.stem for p in sorted(FIXTURES.glob("*.jpg"))]
 
@@ -23,7 +28,7 @@ def _expected_probabilities() -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", CLASSES)
-def test_sent_tensor_equals_keras_reference(
+def test_sent_pixels_equal_keras_load_img(
     name: str, client: FlaskClient, image_host: ImageHost, fake_model: tuple[FakeModel, int]
 ) -> None:
     model, _ = fake_model
@@ -32,18 +37,26 @@ def test_sent_tensor_equals_keras_reference(
     [request] = model.requests
     tensor = request.inputs[model.input_name]
     assert tensor.tensor_content, "the image must travel as tensor_content bytes"
-    assert not tensor.float_val
+    assert len(tensor.tensor_content) == 299 * 299 * 3  # uint8: a quarter of float32
     [sent] = model.received_batches()
-    reference = keras_xception_input(FIXTURES / f"{name}.jpg")
-    assert sent.dtype == np.float32
+    reference = keras_pixels(FIXTURES / f"{name}.jpg")
+    assert sent.dtype == np.uint8
     assert sent.shape == reference.shape == (1, 299, 299, 3)
     np.testing.assert_array_equal(sent, reference)
 
 
-def test_single_url_response(client: FlaskClient, image_host: ImageHost) -> None:
+@pytest.mark.parametrize("tensor_content", [False, True], ids=["typed-fields", "tensor-content"])
+def test_single_url_response(
+    client: FlaskClient,
+    image_host: ImageHost,
+    fake_model: tuple[FakeModel, int],
+    tensor_content: bool,
+) -> None:
+    model, _ = fake_model
+    model.tensor_content = tensor_content  # both ways TF Serving can answer
     response = client.post("/predict", json={"url": image_host.url("/images/pants.jpg")})
     body = response.json
-    assert response.status_code == 200
+    assert response.status_code == 200, body
     assert body["model"] == {"name": "clothing-model", "version": 1, "signature": "serving_default"}
     expected = _expected_probabilities()
     assert list(body["probabilities"]) == list(CLOTHING_CLASSES)
@@ -53,6 +66,17 @@ def test_single_url_response(client: FlaskClient, image_host: ImageHost) -> None
     top = max(expected, key=lambda k: expected[k])
     assert body["top_class"] == top
     assert body["top_probability"] == pytest.approx(expected[top])
+
+
+def test_labels_come_from_the_model(
+    client: FlaskClient, image_host: ImageHost, fake_model: tuple[FakeModel, int]
+) -> None:
+    model, _ = fake_model
+    model.labels = tuple(f"class {i}" for i in range(10))
+    body = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}).json
+    assert list(body["probabilities"]) == list(model.labels)
+    assert body["top_class"] == "class 0"
+    assert list(model.requests[-1].output_filter) == ["logits", "classes"]
 
 
 def test_batch_of_urls_is_one_grpc_call(
@@ -66,7 +90,7 @@ def test_batch_of_urls_is_one_grpc_call(
     [batch] = model.received_batches()
     assert batch.shape == (3, 299, 299, 3)
     for i, name in enumerate(("hat", "dress", "shoes")):
-        np.testing.assert_array_equal(batch[i], keras_xception_input(FIXTURES / f"{name}.jpg")[0])
+        np.testing.assert_array_equal(batch[i], keras_pixels(FIXTURES / f"{name}.jpg")[0])
 
 
 def test_multipart_upload_and_raw_body(
@@ -83,7 +107,7 @@ def test_multipart_upload_and_raw_body(
     raw = client.post("/predict", data=data, content_type="image/jpeg")
     assert raw.status_code == 200, raw.json
     first, second = model.received_batches()
-    reference = keras_xception_input(FIXTURES / "skirt.jpg")
+    reference = keras_pixels(FIXTURES / "skirt.jpg")
     np.testing.assert_array_equal(first, reference)
     np.testing.assert_array_equal(second, reference)
 
@@ -92,47 +116,97 @@ def test_tensor_names_come_from_model_metadata(
     client: FlaskClient, image_host: ImageHost, fake_model: tuple[FakeModel, int]
 ) -> None:
     model, _ = fake_model
-    model.input_name, model.output_name = "pixels", "class_scores"
+    model.input_name = "pixels"
     response = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")})
     assert response.status_code == 200, response.json
     assert list(model.requests[-1].inputs) == ["pixels"]
-    assert list(model.requests[-1].output_filter) == ["class_scores"]
 
 
-def test_probabilities_pass_through_when_model_outputs_them(
-    make_client: ClientFactory, image_host: ImageHost, fake_model: tuple[FakeModel, int]
+def test_probabilities_pass_through_when_the_model_outputs_them(
+    client: FlaskClient, image_host: ImageHost, fake_model: tuple[FakeModel, int]
 ) -> None:
     model, _ = fake_model
+    model.output_name = PROBABILITIES_OUTPUT  # the export's name for softmax outputs
     model.logits = softmax(FIXED_LOGITS).astype(np.float32)
-    client = make_client(OUTPUT_ACTIVATION="none")
     body = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}).json
     assert body["probabilities"]["dress"] == pytest.approx(float(model.logits[0]), rel=1e-6)
 
 
-def test_other_model_shapes_are_configurable(
-    make_client: ClientFactory, image_host: ImageHost, fake_model: tuple[FakeModel, int]
+def test_another_model_needs_no_settings(
+    client: FlaskClient, image_host: ImageHost, fake_model: tuple[FakeModel, int]
 ) -> None:
     model, _ = fake_model
-    model.input_shape, model.num_classes = (-1, 224, 224, 3), 3
+    model.input_shape, model.labels = (-1, 224, 224, 3), ("a", "b", "c")
     model.logits = np.array([0.0, 1.0, 2.0], dtype=np.float32)
-    client = make_client(IMAGE_SIZE="224", CLASS_LABELS="a,b,c", RESIZE_FILTER="bilinear")
     response = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")})
     assert response.status_code == 200, response.json
     assert response.json["top_class"] == "c"
-    assert model.received_batches()[0].shape == (1, 224, 224, 3)
+    np.testing.assert_array_equal(
+        model.received_batches()[0], keras_pixels(FIXTURES / "hat.jpg", (224, 224))
+    )
+    assert "uint8 224x224 input" in client.get("/readyz").json["detail"]
 
 
-def test_label_count_mismatch_is_a_clear_error(
-    make_client: ClientFactory, image_host: ImageHost
+def test_float_model_gets_keras_preprocessing_when_told_the_mode(
+    make_client: ClientFactory, image_host: ImageHost, fake_model: tuple[FakeModel, int]
 ) -> None:
-    client = make_client(CLASS_LABELS="a,b,c")
+    """A SavedModel that takes preprocessed float32 (not exported by model_tools)."""
+    model, _ = fake_model
+    model.input_dtype = "float32"
+    unready = make_client().get("/readyz")
+    assert unready.status_code == 503
+    assert "set PREPROCESSING" in unready.json["error"]["message"]
+    client = make_client(PREPROCESSING="tf")
+    response = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")})
+    assert response.status_code == 200, response.json
+    [sent] = model.received_batches()
+    assert sent.dtype == np.float32
+    np.testing.assert_array_equal(sent, keras_input(FIXTURES / "hat.jpg"))
+
+
+@pytest.mark.parametrize(
+    ("change", "env", "fragment"),
+    [
+        ({}, {"CLASS_LABELS": "a,b,c"}, "10 classes but 3 class labels are configured"),
+        ({}, {"IMAGE_SIZE": "224"}, "is 299x299 but IMAGE_SIZE is 224x224"),
+        ({}, {"PREPROCESSING": "tf"}, "would normalise them twice"),
+        ({"classes_output": False}, {}, "no 'classes' output"),
+        ({"output_name": "scores"}, {}, "set OUTPUT_ACTIVATION"),
+        ({"input_shape": (-1, -1, -1, 3)}, {}, "set IMAGE_SIZE"),
+        ({}, {"MODEL_SIGNATURE": "nope"}, "has no signature 'nope'"),
+    ],
+)
+def test_a_model_that_does_not_fit_is_a_readiness_reason(
+    make_client: ClientFactory,
+    image_host: ImageHost,
+    fake_model: tuple[FakeModel, int],
+    change: dict[str, object],
+    env: dict[str, str],
+    fragment: str,
+) -> None:
+    model, _ = fake_model
+    for key, value in change.items():
+        setattr(model, key, value)
+    client = make_client(**env)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert fragment in ready.json["error"]["message"]
     response = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")})
     assert response.status_code == 502
     assert response.json["error"]["code"] == "model_misconfigured"
-    assert "10 classes but 3 class labels" in response.json["error"]["message"]
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert "CLASS_LABELS" in ready.json["error"]["message"]
+    assert model.predict_calls == 0  # never a silent wrong answer
+
+
+def test_explicit_settings_override_the_model(
+    make_client: ClientFactory, image_host: ImageHost, fake_model: tuple[FakeModel, int]
+) -> None:
+    model, _ = fake_model
+    model.classes_output, model.output_name = False, "scores"
+    labels = ",".join(f"l{i}" for i in range(10))
+    client = make_client(CLASS_LABELS=labels, OUTPUT_ACTIVATION="none")
+    body = client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}).json
+    assert list(body["probabilities"]) == labels.split(",")
+    assert body["probabilities"]["l0"] == pytest.approx(float(FIXED_LOGITS[0]))  # not softmaxed
 
 
 def test_exif_orientation_is_applied(

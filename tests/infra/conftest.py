@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.settings import CLOTHING_CLASSES
+from model_tools.cli import CLOTHING_CLASSES
 from tests.infra.harness import StackRun, run_stack, stack_config
 
 LABELS = list(CLOTHING_CLASSES)
@@ -18,16 +18,9 @@ def fake_export(root: Path, name: str = "clothing-model", version: int = 3) -> P
     version_dir.mkdir(parents=True)
     (version_dir / "saved_model.pb").write_bytes(b"not a real graph")
     (version_dir / "manifest.json").write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "model_name": name,
-                "version": version,
-                "class_labels": LABELS,
-                "outputs_are_logits": True,
-            }
-        )
+        json.dumps({"format": 2, "model_name": name, "version": version, "class_labels": LABELS})
     )
+    (root / "models.config").write_text(f'model_config_list {{ config {{ name: "{name}" }} }}')
     return root
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.settings import CLOTHING_CLASSES
 from infra.config import ConfigError, ModelConfig
 from infra.model_export import find_export
+from model_tools.cli import CLOTHING_CLASSES
 from tests.infra.harness import ROOT
 
 pytestmark = pytest.mark.cloud

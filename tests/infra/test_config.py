@@ -104,9 +104,24 @@ def test_program_declares_nothing_with_bad_config(tmp_path: Path) -> None:
 def test_program_requires_an_exported_model(tmp_path: Path) -> None:
     config = with_export("dev", tmp_path)  # empty: nothing exported
     with pytest.raises(
-        Exception, match=r"model.exportDir: no exported version of 'clothing-model'.*make model"
+        Exception, match=r"model.exportDir: no exported version of a model.*make model"
     ):
         run_stack("dev", config)
+
+
+def test_the_served_model_is_found_in_the_export(tmp_path: Path) -> None:
+    from infra.config import ModelConfig
+    from infra.model_export import find_export
+
+    fake_export(tmp_path, "shoes", version=2)
+    found = find_export(ModelConfig(exportDir=str(tmp_path)))
+    assert (found.name, found.version) == ("shoes", 2)
+    fake_export(tmp_path, "hats", version=1)
+    with pytest.raises(ConfigError, match="several models"):
+        find_export(ModelConfig(exportDir=str(tmp_path)))
+    assert find_export(ModelConfig(exportDir=str(tmp_path), name="hats")).name == "hats"
+    with pytest.raises(ConfigError, match="no exported version of 'bags'"):
+        find_export(ModelConfig(exportDir=str(tmp_path), name="bags"))
 
 
 def test_entry_point_reports_bad_config_without_a_traceback(

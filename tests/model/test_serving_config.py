@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from model_tools.cli import build_parser
 from model_tools.warmup import DEFAULT_BATCH_SIZES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,22 +30,6 @@ def _batching() -> dict[str, list[int]]:
     return values
 
 
-@pytest.mark.tensorflow
-def test_model_config_parses_with_tf_serving_proto() -> None:
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    config = text_format.Parse(
-        (SERVING / "config" / "models.config").read_text(),
-        model_server_config_pb2.ModelServerConfig(),
-    )
-    [model] = config.model_config_list.config
-    default_name = build_parser().parse_args(["export", "m.keras"]).name
-    assert model.name == default_name == "clothing-model"
-    assert model.base_path == f"/models/{model.name}"
-    assert model.model_version_policy.latest.num_versions == 1
-
-
 def test_batching_matches_the_warmup_requests() -> None:
     b = _batching()
     allowed = b["allowed_batch_sizes"]
@@ -60,19 +43,76 @@ def test_batching_matches_the_warmup_requests() -> None:
 
 def test_dockerfile_flags() -> None:
     text = (SERVING / "Dockerfile").read_text()
-    assert re.search(r"^FROM tensorflow/serving:2\.21\.0\$\{VARIANT\}$", text, re.MULTILINE)
-    lock = (ROOT / "uv.lock").read_text()
-    assert 'name = "tensorflow-serving-api"\nversion = "2.21.0"' in lock  # same TF Serving release
+    assert re.search(r"^ARG TF_SERVING_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE)
+    assert re.search(
+        r"^FROM tensorflow/serving:\$\{TF_SERVING_VERSION\}\$\{VARIANT\}$", text, re.MULTILINE
+    )
     assert "grpc.max_connection_age_ms=" in text
     assert "--batching_parameters_file=/config/batching_parameters.txt" in text
     assert "--monitoring_config_file=/config/monitoring.config" in text
-    assert "--model_config_file=/config/models.config" in text
+    assert "--model_config_file=/models/models.config" in text  # written by the export
     assert re.search(r"^USER 10001", text, re.MULTILINE)
-    assert "HEALTHCHECK" in text
     assert (
         'path: "/monitoring/prometheus/metrics"'
         in (SERVING / "config" / "monitoring.config").read_text()
     )
+
+
+def test_the_serving_version_is_set_once() -> None:
+    """compose and the Pulumi build take the Dockerfile's default; nothing overrides it."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    assert "TF_SERVING_VERSION" not in str(compose)
+    assert "TF_SERVING_VERSION" not in (ROOT / "infra" / "images.py").read_text()
+    # The stubs' API may be newer than the server: the protos only ever grow.
+    from tests.model.test_tf_serving_runtime import serving_version
+
+    lock = (ROOT / "uv.lock").read_text()
+    api = re.search(r'name = "tensorflow-serving-api"\nversion = "(\d+)\.(\d+)', lock)
+    assert api
+    server = tuple(int(part) for part in serving_version().split(".")[:2])
+    assert (int(api.group(1)), int(api.group(2))) >= server
+
+
+def test_healthcheck_asks_for_the_exported_model(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK reads the model's name from the export's models.config and
+    is healthy only when TF Serving's REST API says that model is AVAILABLE."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    [command] = re.findall(r"CMD (\[\"bash\".*\])", (SERVING / "Dockerfile").read_text())
+    script = json.loads(command)[2]
+    (tmp_path / "models.config").write_text(
+        'model_config_list {\n  config {\n    name: "shoes"\n    base_path: "/models/shoes"\n'
+        "  }\n}\n"
+    )
+    seen: list[str] = []
+    state = {"value": "LOADING"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = json.dumps({"model_version_status": [{"state": state["value"]}]}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    local = script.replace("/models/models.config", str(tmp_path / "models.config")).replace(
+        "/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}"
+    )
+    try:
+        assert subprocess.run(["bash", "-c", local], check=False, timeout=10).returncode != 0
+        state["value"] = "AVAILABLE"
+        assert subprocess.run(["bash", "-c", local], check=False, timeout=10).returncode == 0
+    finally:
+        server.shutdown()
+    assert seen == ["/v1/models/shoes", "/v1/models/shoes"]
 
 
 def test_compose_wires_gateway_to_model_by_service_name() -> None:

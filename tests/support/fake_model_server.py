@@ -1,8 +1,11 @@
 """A real gRPC TF Serving stand-in on loopback: PredictionService + ModelService.
 
-It answers Predict with fixed logits (one row per image), records every request it gets
-so tests can assert the exact tensor the gateway sent, and can be told to fail, stall or
-report the model as not yet available.
+It serves a signature shaped like a ``model_tools`` export (``image`` uint8 in, ``logits``
+and ``classes`` out) and answers Predict with fixed logits (one row per image), reading and
+writing tensors the way TF Serving does (``tf_serving_wire``: typed output fields unless
+told to use ``tensor_content``). It records every request so tests can assert the exact
+tensor the gateway sent, and can be told to fail, stall or report the model as not yet
+available.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from gateway._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from gateway._proto.tensorflow.core.framework import types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
 from gateway._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -26,28 +29,41 @@ from gateway._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from gateway.model_client import tensor_to_array
+from gateway.contract import (
+    CLASSES_OUTPUT,
+    DEFAULT_MODEL_NAME,
+    IMAGE_INPUT,
+    LOGITS_OUTPUT,
+    SIGNATURE,
+)
+from model_tools.cli import CLOTHING_CLASSES
+from tests.support.tf_serving_wire import (
+    WireError,
+    check_batched_outputs,
+    check_request,
+    decode_input,
+    encode_output,
+    shape_proto,
+    signature_not_found,
+)
 
-NUM_CLASSES = 10
-FIXED_LOGITS = np.linspace(-3.0, 2.4, NUM_CLASSES, dtype=np.float32)[::-1].copy()
-
-
-def _shape(dims: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
-    )
+FIXED_LOGITS = np.linspace(-3.0, 2.4, len(CLOTHING_CLASSES), dtype=np.float32)[::-1].copy()
+_DTYPES = {"uint8": types_pb2.DT_UINT8, "float32": types_pb2.DT_FLOAT}
 
 
 @dataclass
 class FakeModel:
-    name: str = "clothing-model"
+    name: str = DEFAULT_MODEL_NAME
     version: int = 1
-    signature_name: str = "serving_default"
-    input_name: str = "input_image"
-    output_name: str = "logits"
+    signature_name: str = SIGNATURE
+    input_name: str = IMAGE_INPUT
+    input_dtype: str = "uint8"
+    output_name: str = LOGITS_OUTPUT
     input_shape: tuple[int, ...] = (-1, 299, 299, 3)
-    num_classes: int = NUM_CLASSES
+    labels: tuple[str, ...] = CLOTHING_CLASSES
+    classes_output: bool = True  # a `classes` output with the labels, like an export
     logits: npt.NDArray[np.float32] = field(default_factory=lambda: FIXED_LOGITS.copy())
+    tensor_content: bool = False  # --enable_serialization_as_tensor_content
     state: get_model_status_pb2.ModelVersionStatus.State = (
         get_model_status_pb2.ModelVersionStatus.AVAILABLE
     )
@@ -58,28 +74,47 @@ class FakeModel:
     predict_calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def received_batches(self) -> list[npt.NDArray[np.float32]]:
-        return [tensor_to_array(r.inputs[self.input_name]) for r in self.requests]
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
 
-    def signature_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+    def received_batches(self) -> list[npt.NDArray[np.generic]]:
+        return [decode_input(r.inputs[self.input_name], self.input_name) for r in self.requests]
+
+    def signature_def(self) -> meta_graph_pb2.SignatureDef:
         sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         sig.inputs[self.input_name].CopyFrom(
             meta_graph_pb2.TensorInfo(
-                name="serving_default_input:0",
-                dtype=types_pb2.DT_FLOAT,
-                tensor_shape=_shape(self.input_shape),
+                name=f"serving_default_{self.input_name}:0",
+                dtype=_DTYPES[self.input_dtype],
+                tensor_shape=shape_proto(self.input_shape),
             )
         )
-        sig.outputs[self.output_name].CopyFrom(
-            meta_graph_pb2.TensorInfo(
-                name="StatefulPartitionedCall:0",
-                dtype=types_pb2.DT_FLOAT,
-                tensor_shape=_shape((-1, self.num_classes)),
+        outputs = {self.output_name: types_pb2.DT_FLOAT}
+        if self.classes_output:
+            outputs[CLASSES_OUTPUT] = types_pb2.DT_STRING
+        for i, (name, dtype) in enumerate(sorted(outputs.items())):
+            sig.outputs[name].CopyFrom(
+                meta_graph_pb2.TensorInfo(
+                    name=f"StatefulPartitionedCall:{i}",
+                    dtype=dtype,
+                    tensor_shape=shape_proto((-1, self.num_classes)),
+                )
             )
-        )
+        return sig
+
+    def signature_map(self) -> get_model_metadata_pb2.SignatureDefMap:
         sig_map = get_model_metadata_pb2.SignatureDefMap()
-        sig_map.signature_def[self.signature_name].CopyFrom(sig)
+        sig_map.signature_def[self.signature_name].CopyFrom(self.signature_def())
         return sig_map
+
+    def run(self, batch: int) -> dict[str, npt.NDArray[np.generic]]:
+        outputs: dict[str, npt.NDArray[np.generic]] = {
+            self.output_name: np.tile(self.logits, (batch, 1)).astype(np.float32)
+        }
+        if self.classes_output:
+            outputs[CLASSES_OUTPUT] = np.array([list(self.labels)] * batch, dtype=object)
+        return outputs
 
 
 class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -106,29 +141,32 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         if m.fail_with is not None:
             context.abort(m.fail_with, "injected failure")
         self._check_model(request.model_spec, context)
-        if set(request.inputs) != {m.input_name}:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected input {m.input_name}")
-        tensor = request.inputs[m.input_name]
-        dims = [d.size for d in tensor.tensor_shape.dim]
-        if (
-            tensor.dtype != types_pb2.DT_FLOAT
-            or len(dims) != 4
-            or dims[1:] != list(m.input_shape[1:])
-        ):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input tensor shape {dims}")
-        batch = dims[0]
-        out = np.tile(m.logits, (batch, 1)).astype(np.float32)
+        try:
+            key = request.model_spec.signature_name or SIGNATURE
+            if key != m.signature_name:
+                raise signature_not_found(key)
+            wanted = check_request(
+                key, m.signature_def(), request.inputs, list(request.output_filter)
+            )
+            image = decode_input(request.inputs[m.input_name], m.input_name)
+            if image.ndim != 4 or list(image.shape[1:]) != list(m.input_shape[1:]):
+                raise WireError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {m.input_name} has shape {list(image.shape)}; "
+                    f"the model takes {list(m.input_shape)}",
+                )
+            outputs = m.run(image.shape[0])
+            check_batched_outputs(image.shape[0], outputs)
+        except WireError as error:
+            error.abort(context)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = m.name
         response.model_spec.version.value = m.version
-        response.model_spec.signature_name = m.signature_name
-        response.outputs[m.output_name].CopyFrom(
-            tensor_pb2.TensorProto(
-                dtype=types_pb2.DT_FLOAT,
-                tensor_shape=_shape(out.shape),
-                tensor_content=out.tobytes(),
+        response.model_spec.signature_name = key
+        for name in wanted:
+            response.outputs[name].CopyFrom(
+                encode_output(outputs[name], tensor_content=m.tensor_content)
             )
-        )
         return response
 
     def GetModelMetadata(

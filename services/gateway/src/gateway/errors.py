@@ -1,16 +1,74 @@
-"""The gateway's error type: every failure a client can see, with its HTTP status."""
+"""Every failure a client can see: one registry of error codes, the error type, and the
+Flask handlers that turn any exception into ``{"error": {"code", "message"}}``.
+
+The registry is the single source of each code's HTTP status and meaning: the handlers,
+the OpenAPI document (``gateway.openapi``) and the README's table
+(``python -m gateway.errors``) all come from it.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from gateway.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    meaning: str
+
+
+ERRORS: dict[str, ErrorKind] = {
+    "bad_request": ErrorKind(400, "malformed body or request framing, or a missing field"),
+    "invalid_url": ErrorKind(
+        400, "URL not http(s), malformed, with credentials, or longer than 2048 characters"
+    ),
+    "url_not_allowed": ErrorKind(
+        400, "URL resolves to a private, loopback, link-local or metadata address"
+    ),
+    "not_found": ErrorKind(404, "no such path"),
+    "method_not_allowed": ErrorKind(405, "the path exists but not for this method"),
+    "request_too_large": ErrorKind(413, "request body over MAX_IMAGE_BYTES (+64 KiB)"),
+    "image_too_large": ErrorKind(
+        413,
+        "download over MAX_IMAGE_BYTES, more pixels than MAX_IMAGE_PIXELS, or over the "
+        "decoding memory budget",
+    ),
+    "unsupported_media_type": ErrorKind(415, "the bytes are not a JPEG, PNG, WebP or GIF image"),
+    "unsupported_content_type": ErrorKind(
+        415, "request Content-Type is not JSON, multipart/form-data or image/*"
+    ),
+    "undecodable_image": ErrorKind(422, "looks like an image but cannot be decoded"),
+    "internal_error": ErrorKind(500, "a bug (logged with a traceback); the worker keeps serving"),
+    "download_failed": ErrorKind(502, "the image host failed, refused or answered nonsense"),
+    "too_many_redirects": ErrorKind(502, "the image URL redirected more than MAX_REDIRECTS times"),
+    "model_error": ErrorKind(502, "the model server answered with an error or a malformed reply"),
+    "model_misconfigured": ErrorKind(
+        502, "the served model does not fit the gateway's settings (labels, size, signature)"
+    ),
+    "model_unavailable": ErrorKind(
+        503, "model server down, model not loaded, or overloaded (with Retry-After)"
+    ),
+    "not_ready": ErrorKind(503, "/readyz: the model cannot be served yet (with Retry-After)"),
+    "download_timeout": ErrorKind(504, "the image download passed its deadline"),
+    "model_timeout": ErrorKind(504, "the model call passed its deadline (with Retry-After)"),
+}
+# Werkzeug's HTTP errors, by status, as registry codes.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
 
 class ApiError(Exception):
-    """An error reported to the client as ``{"error": {"code", "message"}}``."""
+    """An error reported to the client as ``{"error": {"code", "message"}}``; the HTTP
+    status comes from the registry."""
 
-    def __init__(
-        self, status: int, code: str, message: str, *, retry_after: int | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = ERRORS[code].status
         self.code = code
         self.message = message
         self.retry_after = retry_after
@@ -20,10 +78,55 @@ class ApiError(Exception):
 
     def prefixed(self, where: str) -> ApiError:
         """The same error, its message prefixed with which input it concerns."""
-        return ApiError(
-            self.status, self.code, f"{where}: {self.message}", retry_after=self.retry_after
-        )
+        return ApiError(self.code, f"{where}: {self.message}", retry_after=self.retry_after)
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, "bad_request", message)
+    return ApiError("bad_request", message)
+
+
+def register_error_handlers(
+    app: Flask, metrics: Metrics, log: logging.Logger, max_request_bytes: int
+) -> None:
+    """Every exception a view raises becomes a JSON error with the registry's status."""
+
+    def respond(error: ApiError) -> Response:
+        g.error_code = error.code
+        metrics.errors.labels(error.code).inc()
+        response = jsonify(error.body())
+        response.status_code = error.status
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        if error.status >= 500:
+            log.warning("upstream error", extra={"error_code": error.code, "detail": error.message})
+        return respond(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        if error.code == 413:
+            return respond(
+                ApiError("request_too_large", f"request body larger than {max_request_bytes} bytes")
+            )
+        code = _HTTP_CODES.get(error.code or 400, "bad_request")
+        return respond(ApiError(code, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return respond(ApiError("internal_error", "internal error"))
+
+
+def markdown_table() -> str:
+    """The README's error table, from the registry."""
+    lines = ["| status | code | when |", "| --- | --- | --- |"]
+    for code, kind in sorted(ERRORS.items(), key=lambda item: (item[1].status, item[0])):
+        lines.append(f"| {kind.status} | `{code}` | {kind.meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -66,23 +66,23 @@ class _Target:
 def parse_url(url: str) -> _Target:
     """Validate a URL's form; raises ApiError(400) with the reason."""
     if len(url) > MAX_URL_LENGTH:
-        raise ApiError(400, "invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
+        raise ApiError("invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise ApiError(400, "invalid_url", "URL contains whitespace or control characters")
+        raise ApiError("invalid_url", "URL contains whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ApiError(400, "invalid_url", f"malformed URL: {exc}") from None
+        raise ApiError("invalid_url", f"malformed URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ApiError(400, "invalid_url", "only http and https URLs are accepted")
+        raise ApiError("invalid_url", "only http and https URLs are accepted")
     if parts.username is not None or parts.password is not None:
-        raise ApiError(400, "invalid_url", "credentials in URLs are not accepted")
+        raise ApiError("invalid_url", "credentials in URLs are not accepted")
     if not parts.hostname:
-        raise ApiError(400, "invalid_url", "URL has no host")
+        raise ApiError("invalid_url", "URL has no host")
     if port == 0:
-        raise ApiError(400, "invalid_url", "port 0 is not a valid port")
+        raise ApiError("invalid_url", "port 0 is not a valid port")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -127,7 +127,6 @@ class SafeFetcher:
                 return location
             url = urljoin(url, location)
         raise ApiError(
-            502,
             "too_many_redirects",
             f"image URL redirected more than {self.limits.max_redirects} times",
         )
@@ -136,14 +135,14 @@ class SafeFetcher:
         try:
             addresses = self.resolver(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise ApiError(502, "download_failed", f"cannot resolve {target.host}: {exc}") from None
+            raise ApiError("download_failed", f"cannot resolve {target.host}: {exc}") from None
         if not addresses:
-            raise ApiError(502, "download_failed", f"{target.host} has no address")
+            raise ApiError("download_failed", f"{target.host} has no address")
         try:
             for ip in addresses:
                 self.policy.check(target.host, ip)
         except BlockedAddressError as exc:
-            raise ApiError(400, "url_not_allowed", str(exc)) from None
+            raise ApiError("url_not_allowed", str(exc)) from None
         return addresses
 
     def _connect(self, target: _Target, deadline: float) -> http.client.HTTPConnection:
@@ -160,7 +159,7 @@ class SafeFetcher:
                 return conn
             except ssl.SSLError as exc:
                 conn.close()
-                raise ApiError(502, "download_failed", f"TLS error: {exc}") from None
+                raise ApiError("download_failed", f"TLS error: {exc}") from None
             except TimeoutError as exc:
                 conn.close()
                 last_error = exc
@@ -168,8 +167,8 @@ class SafeFetcher:
                 conn.close()
                 last_error = exc
         if isinstance(last_error, TimeoutError):
-            raise ApiError(504, "download_timeout", f"connecting to {target.host} timed out")
-        raise ApiError(502, "download_failed", f"cannot connect to {target.host}: {last_error}")
+            raise ApiError("download_timeout", f"connecting to {target.host} timed out")
+        raise ApiError("download_failed", f"cannot connect to {target.host}: {last_error}")
 
     def _fetch_once(self, target: _Target, deadline: float) -> bytes | str:
         """The body, or the Location to follow for a redirect."""
@@ -190,21 +189,18 @@ class SafeFetcher:
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location")
                 if not location:
-                    raise ApiError(502, "download_failed", "redirect without a Location")
+                    raise ApiError("download_failed", "redirect without a Location")
                 return location
             if not 200 <= response.status < 300:
-                raise ApiError(
-                    502, "download_failed", f"image host answered HTTP {response.status}"
-                )
+                raise ApiError("download_failed", f"image host answered HTTP {response.status}")
             return self._read_body(response, deadline)
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
                 raise ApiError(
-                    504,
                     "download_timeout",
                     f"downloading the image took longer than the limit ({exc.__class__.__name__})",
                 ) from None
-            raise ApiError(502, "download_failed", f"download failed: {exc!r}") from None
+            raise ApiError("download_failed", f"download failed: {exc!r}") from None
         finally:
             watchdog.cancel()
             conn.close()
@@ -229,14 +225,12 @@ class SafeFetcher:
         if time.monotonic() >= deadline:
             raise TimeoutError("total deadline")  # the watchdog cut the body short
         if declared is not None and declared.isdigit() and size != int(declared):
-            raise ApiError(
-                502, "download_failed", f"image body truncated ({size} of {declared} bytes)"
-            )
+            raise ApiError("download_failed", f"image body truncated ({size} of {declared} bytes)")
         return b"".join(chunks)
 
 
 def _too_large(cap: int) -> ApiError:
-    return ApiError(413, "image_too_large", f"image is larger than {cap} bytes")
+    return ApiError("image_too_large", f"image is larger than {cap} bytes")
 
 
 def _remaining(deadline: float) -> float:

@@ -1,11 +1,12 @@
-"""Bytes -> model input: sniff, decode, normalise the colour mode, resize, scale.
+"""Bytes -> the pixels the model's signature asks for: sniff, decode, normalise the colour
+mode, resize, and (only for models that take preprocessed float32) scale.
 
-For an ordinary RGB JPEG the result is bit-identical to Keras
-``load_img(path, target_size=size, interpolation=...)`` followed by
-``keras.applications.<model>.preprocess_input`` (``tf`` mode for Xception:
-``x / 127.5 - 1`` in float32). Beyond what Keras does, EXIF orientation is applied,
-transparency is flattened onto white (Keras would expose whatever colour hides under
-transparent pixels, usually black) and 16-bit greyscale is scaled to 8 bits.
+For an ordinary RGB JPEG the pixels are bit-identical to Keras
+``load_img(path, target_size=size, interpolation="nearest")``, and the scaled tensor to
+``keras.applications.<model>.preprocess_input`` of it. Beyond what Keras does, EXIF
+orientation is applied, transparency is flattened onto white (Keras would expose whatever
+colour hides under transparent pixels, usually black) and 16-bit greyscale is scaled to 8
+bits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gateway.contract import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 from gateway.errors import ApiError
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -33,13 +35,13 @@ _FILTERS = {
     "hamming": Image.Resampling.HAMMING,
     "lanczos": Image.Resampling.LANCZOS,
 }
-# keras.applications.imagenet_utils constants
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+_TORCH_MEAN = np.array(TORCH_MEAN, dtype=np.float32)
+_TORCH_STD = np.array(TORCH_STD, dtype=np.float32)
+_CAFFE_MEAN_BGR = np.array(CAFFE_MEAN_RGB[::-1], dtype=np.float32)
 _WHITE = (255, 255, 255)
 _ORIENTATION = 0x0112  # EXIF tag
-MODES = ("tf", "torch", "caffe", "raw")
+
+Pixels = npt.NDArray[np.uint8]
 
 
 def sniff(data: bytes) -> str | None:
@@ -53,7 +55,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def scale_pixels(pixels: npt.NDArray[np.uint8], mode: str) -> npt.NDArray[np.float32]:
-    """Keras ``imagenet_utils.preprocess_input`` for one (H, W, 3) RGB uint8 image.
+    """Keras ``imagenet_utils.preprocess_input`` for RGB uint8 images ``(..., H, W, 3)``.
 
     The same float32 operations in the same order as Keras, so the values are identical.
     """
@@ -67,7 +69,7 @@ def scale_pixels(pixels: npt.NDArray[np.uint8], mode: str) -> npt.NDArray[np.flo
         x /= _TORCH_STD
     elif mode == "caffe":
         x = x[..., ::-1] - _CAFFE_MEAN_BGR  # RGB -> BGR, then zero-centre per channel
-    elif mode != "raw":
+    elif mode != "none":
         raise ValueError(f"unknown preprocessing mode {mode!r}")
     return x
 
@@ -101,52 +103,39 @@ def _orientation(img: Image.Image, kind: str) -> int:
 
 
 @dataclass(frozen=True)
-class Preprocessor:
-    height: int = 299
-    width: int = 299
+class Decoder:
     resize_filter: str = "nearest"
-    mode: str = "tf"
     exif_transpose: bool = True
     max_pixels: int = 40_000_000
 
     def __post_init__(self) -> None:
         if self.resize_filter not in _FILTERS:
             raise ValueError(f"unknown resize filter {self.resize_filter!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown preprocessing mode {self.mode!r}")
 
-    def decode(self, data: bytes) -> Image.Image:
-        """A resized RGB image; ApiError 415/413/422 for non-images, bombs and bad data."""
+    def __call__(self, data: bytes, size: tuple[int, int]) -> Pixels:
+        """(height, width, 3) uint8 RGB pixels; ApiError 415/413/422 for non-images, bombs
+        and bad data."""
+        height, width = size
         kind = sniff(data)
         if kind is None:
-            raise ApiError(415, "unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
+            raise ApiError("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
         try:
             # Only the header is read here: the pixel limit is checked before decoding.
             img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
-            width, height = img.size
-            if width * height > self.max_pixels:
+            w, h = img.size
+            if w * h > self.max_pixels:
                 raise ApiError(
-                    413,
                     "image_too_large",
-                    f"image is {width}x{height} pixels; the limit is {self.max_pixels}",
+                    f"image is {w}x{h} pixels; the limit is {self.max_pixels}",
                 )
             if self.exif_transpose and _orientation(img, kind) != 1:
                 img = ImageOps.exif_transpose(img)  # (it copies even when upright: skip it)
             img = to_rgb(img)
-            if img.size != (self.width, self.height):
-                img = img.resize((self.width, self.height), _FILTERS[self.resize_filter])
+            if img.size != (width, height):
+                img = img.resize((width, height), _FILTERS[self.resize_filter])
             img.load()
-            return img
+            return np.asarray(img, dtype=np.uint8)
         except Image.DecompressionBombError as exc:
-            raise ApiError(413, "image_too_large", str(exc)) from None
+            raise ApiError("image_too_large", str(exc)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ApiError(
-                422, "undecodable_image", f"cannot decode the {kind} image: {exc}"
-            ) from None
-
-    def scale(self, img: Image.Image) -> npt.NDArray[np.float32]:
-        """(height, width, 3) float32 model input from a decoded RGB image."""
-        return scale_pixels(np.asarray(img, dtype=np.uint8), self.mode)
-
-    def __call__(self, data: bytes) -> npt.NDArray[np.float32]:
-        return self.scale(self.decode(data))
+            raise ApiError("undecodable_image", f"cannot decode the {kind} image: {exc}") from None

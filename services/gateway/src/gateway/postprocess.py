@@ -10,11 +10,11 @@ import numpy.typing as npt
 from gateway.errors import ApiError
 
 
-def to_probabilities(scores: npt.NDArray[np.float32], activation: str) -> npt.NDArray[np.float64]:
+def to_probabilities(scores: npt.NDArray[np.float64], activation: str) -> npt.NDArray[np.float64]:
     """Softmax over the last axis (for logits), or the scores as they are."""
     values = scores.astype(np.float64)
     if not np.all(np.isfinite(values)):
-        raise ApiError(502, "model_error", "the model returned non-finite scores")
+        raise ApiError("model_error", "the model returned non-finite scores")
     if activation == "none":
         return values
     shifted = values - values.max(axis=-1, keepdims=True)

@@ -1,4 +1,9 @@
-"""Gateway settings: one typed object, read from the environment and validated up front."""
+"""Gateway settings: one typed object, read from the environment and validated up front.
+
+Nothing here describes a particular model: the served model's signature says what it
+takes and returns (``gateway.signature``). The model settings below exist to point at a
+model and, rarely, to override what its signature says.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.imaging import MODES as PREPROCESSING_MODES
-from gateway.manifest import ManifestError, load_manifest
+from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES, SIGNATURE
+from gateway.fetch import FetchLimits
 from gateway.netguard import AccessPolicy
 
-CLOTHING_CLASSES = (
-    "dress",
-    "hat",
-    "longsleeve",
-    "outwear",
-    "pants",
-    "shirt",
-    "shoes",
-    "shorts",
-    "skirt",
-    "t-shirt",
-)
 RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ACTIVATIONS = ("softmax", "none")
 LB_POLICIES = ("round_robin", "pick_first")
@@ -32,103 +25,94 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
-    # Model server
-    model_target: str = "localhost:8500"
+class ModelSettings:
+    """Which model to call, and how long to wait for it. The overrides (None/empty: take
+    it from the model's signature) exist for models not exported by ``model_tools``."""
+
+    target: str = "localhost:8500"
     lb_policy: str = "round_robin"
-    model_name: str = "clothing-model"
-    model_version: int | None = None
-    signature_name: str = "serving_default"
-    input_name: str | None = None
-    output_name: str | None = None
-    class_labels: tuple[str, ...] = CLOTHING_CLASSES
-    output_activation: str = "softmax"
-    model_timeout_s: float = 5.0
+    name: str = DEFAULT_MODEL_NAME
+    version: int | None = None
+    signature_name: str = SIGNATURE
+    timeout_s: float = 5.0
     metadata_ttl_s: float = 60.0
     retry_after_s: int = 5
-    # Preprocessing
-    image_size: tuple[int, int] = (299, 299)
-    resize_filter: str = "nearest"
-    preprocessing: str = "tf"
+    # overrides of the signature
+    input_name: str | None = None
+    output_name: str | None = None
+    class_labels: tuple[str, ...] = ()
+    output_activation: str | None = None
+    image_size: tuple[int, int] | None = None
+    preprocessing: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Decoding: the size and the normalisation come from the model's signature."""
+
+    resize_filter: str = "nearest"  # what Keras's load_img uses by default
     exif_transpose: bool = True
-    max_image_pixels: int = 40_000_000
-    # Requests and downloads
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_urls: int = 16
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 5.0
-    download_timeout_s: float = 10.0
-    max_redirects: int = 3
-    download_threads: int = 8
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    fetch: FetchLimits = field(default_factory=FetchLimits)
     fetch_policy: AccessPolicy = field(default_factory=AccessPolicy)
-    user_agent: str = "clothing-gateway/0.1"
+    max_urls: int = 16
+    download_threads: int = 8
 
     @property
     def max_request_bytes(self) -> int:
         """Upper bound of a request body: one image plus multipart/JSON overhead."""
-        return self.max_image_bytes + 64 * 1024
+        return self.fetch.max_bytes + 64 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from environment variables (see the gateway README for the list).
-
-        ``MODEL_MANIFEST`` names an export manifest whose labels, tensor names, input size
-        and logits flag become the defaults; explicit variables still win.
-        """
-        env = os.environ if env is None else env
-        r = _Reader(env)
-        defaults = cls()
-        manifest = None
-        if manifest_path := r.optional_text("MODEL_MANIFEST"):
-            try:
-                manifest = load_manifest(manifest_path)
-            except ManifestError as exc:
-                raise SettingsError(f"MODEL_MANIFEST: {exc}") from None
-
-        labels = r.csv("CLASS_LABELS") or (
-            manifest.class_labels if manifest else defaults.class_labels
-        )
+        """Build settings from environment variables (see the gateway README for the list)."""
+        r = _Reader(os.environ if env is None else env)
+        m, i, f, top = ModelSettings(), ImageSettings(), FetchLimits(), cls()
+        labels = r.csv("CLASS_LABELS")
         if len(set(labels)) != len(labels):
             raise SettingsError(f"CLASS_LABELS: labels must be unique, got {list(labels)}")
-        activation_default = defaults.output_activation
-        if manifest is not None:
-            activation_default = "softmax" if manifest.outputs_are_logits else "none"
-        return cls(
-            model_target=r.text("TF_SERVING_HOST", defaults.model_target),
-            lb_policy=r.choice("GRPC_LB_POLICY", LB_POLICIES, defaults.lb_policy),
-            model_name=r.text(
-                "MODEL_NAME", manifest.model_name if manifest else defaults.model_name
-            ),
-            model_version=r.optional_int("MODEL_VERSION"),
-            signature_name=r.text(
-                "MODEL_SIGNATURE",
-                manifest.signature_name if manifest else defaults.signature_name,
-            ),
-            input_name=r.optional_text("MODEL_INPUT_NAME")
-            or (manifest.input_name if manifest else None),
-            output_name=r.optional_text("MODEL_OUTPUT_NAME")
-            or (manifest.output_name if manifest else None),
+        model = ModelSettings(
+            target=r.text("TF_SERVING_HOST", m.target),
+            lb_policy=r.choice("GRPC_LB_POLICY", LB_POLICIES, m.lb_policy),
+            name=r.text("MODEL_NAME", m.name),
+            version=r.optional_int("MODEL_VERSION"),
+            signature_name=r.text("MODEL_SIGNATURE", m.signature_name),
+            timeout_s=r.positive_float("MODEL_TIMEOUT_S", m.timeout_s),
+            metadata_ttl_s=r.positive_float("MODEL_METADATA_TTL_S", m.metadata_ttl_s),
+            retry_after_s=r.positive_int("RETRY_AFTER_S", m.retry_after_s),
+            input_name=r.optional_text("MODEL_INPUT_NAME"),
+            output_name=r.optional_text("MODEL_OUTPUT_NAME"),
             class_labels=labels,
-            output_activation=r.choice("OUTPUT_ACTIVATION", ACTIVATIONS, activation_default),
-            model_timeout_s=r.positive_float("MODEL_TIMEOUT_S", defaults.model_timeout_s),
-            metadata_ttl_s=r.positive_float("MODEL_METADATA_TTL_S", defaults.metadata_ttl_s),
-            retry_after_s=r.positive_int("RETRY_AFTER_S", defaults.retry_after_s),
-            image_size=r.size(
-                "IMAGE_SIZE", manifest.input_size if manifest else defaults.image_size
-            ),
-            resize_filter=r.choice("RESIZE_FILTER", RESIZE_FILTERS, defaults.resize_filter),
-            preprocessing=r.choice("PREPROCESSING", PREPROCESSING_MODES, defaults.preprocessing),
-            exif_transpose=r.boolean("EXIF_TRANSPOSE", defaults.exif_transpose),
-            max_image_pixels=r.positive_int("MAX_IMAGE_PIXELS", defaults.max_image_pixels),
-            max_image_bytes=r.positive_int("MAX_IMAGE_BYTES", defaults.max_image_bytes),
-            max_urls=r.positive_int("MAX_URLS", defaults.max_urls),
-            connect_timeout_s=r.positive_float("CONNECT_TIMEOUT_S", defaults.connect_timeout_s),
-            read_timeout_s=r.positive_float("READ_TIMEOUT_S", defaults.read_timeout_s),
-            download_timeout_s=r.positive_float("DOWNLOAD_TIMEOUT_S", defaults.download_timeout_s),
-            max_redirects=r.non_negative_int("MAX_REDIRECTS", defaults.max_redirects),
-            download_threads=r.positive_int("DOWNLOAD_THREADS", defaults.download_threads),
+            output_activation=r.optional_choice("OUTPUT_ACTIVATION", ACTIVATIONS),
+            image_size=r.size("IMAGE_SIZE"),
+            preprocessing=r.optional_choice("PREPROCESSING", PREPROCESSING_MODES),
+        )
+        image = ImageSettings(
+            resize_filter=r.choice("RESIZE_FILTER", RESIZE_FILTERS, i.resize_filter),
+            exif_transpose=r.boolean("EXIF_TRANSPOSE", i.exif_transpose),
+            max_pixels=r.positive_int("MAX_IMAGE_PIXELS", i.max_pixels),
+        )
+        fetch = FetchLimits(
+            max_bytes=r.positive_int("MAX_IMAGE_BYTES", f.max_bytes),
+            connect_timeout_s=r.positive_float("CONNECT_TIMEOUT_S", f.connect_timeout_s),
+            read_timeout_s=r.positive_float("READ_TIMEOUT_S", f.read_timeout_s),
+            total_timeout_s=r.positive_float("DOWNLOAD_TIMEOUT_S", f.total_timeout_s),
+            max_redirects=r.non_negative_int("MAX_REDIRECTS", f.max_redirects),
+            user_agent=r.text("USER_AGENT", f.user_agent),
+        )
+        return cls(
+            model=model,
+            image=image,
+            fetch=fetch,
             fetch_policy=r.policy("FETCH_ALLOW"),
-            user_agent=r.text("USER_AGENT", defaults.user_agent),
+            max_urls=r.positive_int("MAX_URLS", top.max_urls),
+            download_threads=r.positive_int("DOWNLOAD_THREADS", top.download_threads),
         )
 
 
@@ -159,13 +143,14 @@ class _Reader:
             raise SettingsError(f"{name}: empty item in comma-separated list {raw!r}")
         return items
 
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+    def optional_choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
         raw = self._raw(name)
-        if raw is None:
-            return default
-        if raw not in allowed:
+        if raw is not None and raw not in allowed:
             raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
         return raw
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        return self.optional_choice(name, allowed) or default
 
     def _number(self, name: str, cast: type[int] | type[float]) -> int | float | None:
         raw = self._raw(name)
@@ -218,10 +203,10 @@ class _Reader:
             return False
         raise SettingsError(f"{name}: {raw!r} is not a boolean (true/false)")
 
-    def size(self, name: str, default: tuple[int, int]) -> tuple[int, int]:
+    def size(self, name: str) -> tuple[int, int] | None:
         raw = self._raw(name)
         if raw is None:
-            return default
+            return None
         parts = raw.lower().split("x")
         try:
             dims = [int(p) for p in parts]

@@ -7,9 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
 from model_tools.errors import ExportError
+from model_tools.preprocessing import AUTO
 
-CLOTHING_CLASSES = "dress,hat,longsleeve,outwear,pants,shirt,shoes,shorts,skirt,t-shirt"
+# The course's clothing model: its 10 outputs in order.
+CLOTHING_CLASSES = (
+    "dress", "hat", "longsleeve", "outwear", "pants",
+    "shirt", "shoes", "shorts", "skirt", "t-shirt",
+)  # fmt: skip
 
 
 def _labels(args: argparse.Namespace) -> list[str]:
@@ -44,15 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="Keras model -> <out>/<name>/<version>/ SavedModel")
     exp.add_argument("model", type=Path, help=".keras / .h5 file or SavedModel directory")
     exp.add_argument("--out", type=Path, default=Path("services/tf-serving/models"))
-    exp.add_argument("--name", default="clothing-model")
+    exp.add_argument("--name", default=DEFAULT_MODEL_NAME)
     exp.add_argument("--version", type=int, default=1)
-    exp.add_argument("--labels", default=CLOTHING_CLASSES, help="comma-separated, output order")
+    exp.add_argument(
+        "--labels", default=",".join(CLOTHING_CLASSES), help="comma-separated, output order"
+    )
     exp.add_argument("--labels-file", help="one label per line (overrides --labels)")
     exp.add_argument(
         "--outputs",
         choices=("auto", "logits", "probabilities"),
         default="auto",
         help="what the last layer returns (auto: softmax activation means probabilities)",
+    )
+    exp.add_argument(
+        "--preprocessing",
+        choices=(AUTO, *PREPROCESSING_MODES),
+        default=AUTO,
+        help="the keras.applications preprocess_input mode the model was trained with, "
+        "applied inside the served graph (auto: from a recognised keras.applications base; "
+        "none: the model normalises inside, e.g. EfficientNet)",
     )
     exp.add_argument("--warmup-batch-sizes", type=_batch_sizes, default=(1, 2, 4, 8, 16, 32))
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -76,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                     version=args.version,
                     class_labels=_labels(args),
                     outputs=args.outputs,
+                    preprocessing=args.preprocessing,
                     warmup_batch_sizes=args.warmup_batch_sizes,
                     overwrite=args.overwrite,
                 )

@@ -1,6 +1,8 @@
-"""The export manifest (format 1): what the gateway needs to know about a model version.
+"""``manifest.json`` beside each exported version: what was exported, from what, and how.
 
-Read by ``gateway.manifest`` (``MODEL_MANIFEST``); keep the two in step.
+For people and for the Pulumi program (which reads the model's name and version from it).
+The gateway does not need it: everything it needs travels in the serving signature
+(see ``gateway.contract``).
 """
 
 from __future__ import annotations
@@ -9,28 +11,33 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2
 FILENAME = "manifest.json"
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    name: str
-    shape: list[int | None]
     dtype: str
+    shape: list[int | None]
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
 
 
 @dataclass(frozen=True)
 class Manifest:
     model_name: str
     version: int
-    signature_name: str
-    input: TensorSpec
-    output: TensorSpec
+    signatures: dict[str, SignatureSpec]
     class_labels: list[str]
     outputs_are_logits: bool
-    preprocessing: dict[str, str]
+    preprocessing: str
     source: str
+    loaded_with: str
+    exported_with: str
     format: int = FORMAT
 
     def write(self, version_dir: Path) -> Path:

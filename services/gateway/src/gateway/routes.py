@@ -1,0 +1,68 @@
+"""The HTTP API: /predict, probes, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from gateway.errors import ApiError, bad_request
+from gateway.openapi import openapi_document
+from gateway.request_parsing import parse_json_body
+from gateway.runtime import current_gateway
+
+UPLOAD_FIELDS = ("image", "file")
+
+api = Blueprint("api", __name__)
+
+
+def _single(result: dict[str, Any]) -> dict[str, Any]:
+    """The response for one image: the prediction's fields at the top level."""
+    return {"model": result["model"], **result["predictions"][0]}
+
+
+@api.post("/predict")
+def predict() -> Any:
+    gateway = current_gateway()
+    classifier = gateway.classifier
+    mimetype = request.mimetype
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        parsed = parse_json_body(request.get_data(cache=False), gateway.settings.max_urls)
+        result = classifier.classify_urls(parsed.urls)
+        return jsonify(result if parsed.batch else _single(result))
+    if mimetype == "multipart/form-data":
+        upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
+        if upload is None:
+            raise bad_request("multipart body needs an 'image' file field")
+        return jsonify(_single(classifier.classify_upload(upload.read())))
+    if mimetype.startswith("image/"):
+        return jsonify(_single(classifier.classify_upload(request.get_data(cache=False))))
+    raise ApiError(
+        "unsupported_content_type",
+        "send application/json ({'url': ...} or {'urls': [...]}), "
+        "multipart/form-data with an 'image' field, or an image/* body",
+    )
+
+
+@api.get("/healthz")
+def healthz() -> Any:
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz() -> Any:
+    gateway = current_gateway()
+    ready, detail = gateway.classifier.model.readiness()
+    if not ready:
+        raise ApiError("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
+    return jsonify({"status": "ready", "detail": detail})
+
+
+@api.get("/metrics")
+def prometheus() -> Response:
+    return Response(current_gateway().metrics.exposition(), mimetype="text/plain; version=0.0.4")
+
+
+@api.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())

@@ -1,0 +1,45 @@
+"""The per-process objects behind the routes, built once by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from gateway.classifier import Classifier
+from gateway.fetch import SafeFetcher
+from gateway.imaging import Decoder
+from gateway.metrics import Metrics
+from gateway.model_client import ModelClient
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class Gateway:
+    settings: Settings
+    classifier: Classifier
+    metrics: Metrics
+
+    @classmethod
+    def build(cls, settings: Settings, fetcher: SafeFetcher | None = None) -> Gateway:
+        metrics = Metrics()
+        classifier = Classifier(
+            fetcher=fetcher or SafeFetcher(settings.fetch_policy, settings.fetch),
+            decoder=Decoder(
+                resize_filter=settings.image.resize_filter,
+                exif_transpose=settings.image.exif_transpose,
+                max_pixels=settings.image.max_pixels,
+            ),
+            model=ModelClient(settings.model),
+            metrics=metrics,
+            download_threads=settings.download_threads,
+        )
+        return cls(settings, classifier, metrics)
+
+
+EXTENSION = "gateway"
+
+
+def current_gateway() -> Gateway:
+    gateway: Gateway = current_app.extensions[EXTENSION]
+    return gateway

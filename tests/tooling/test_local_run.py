@@ -1,0 +1,93 @@
+"""`make run` and `make model` fail with one clear message, not a build log or a curl retry
+log: no Docker, no Compose v2, a Compose too old, a stopped engine; a model that cannot be
+downloaded; a MODEL_FILE that does not exist."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "tools" / "check-docker.sh"
+
+
+def _fake_docker(bin_dir: Path, compose: str | None, engine_up: bool = True) -> None:
+    """A `docker` that answers `compose version --short` and `info` as told."""
+    compose_line = (
+        f'[ "$1 $2 $3" = "compose version --short" ] && {{ echo "{compose}"; exit 0; }}'
+        if compose
+        else '[ "$1" = "compose" ] && { echo "docker: unknown command: docker compose" >&2; exit 1; }'
+    )
+    script = bin_dir / "docker"
+    script.write_text(
+        f'#!/bin/bash\n{compose_line}\n[ "$1" = "info" ] && exit {0 if engine_up else 1}\nexit 0\n'
+    )
+    script.chmod(0o755)
+
+
+def _check(bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/bash", str(CHECK)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("compose", "engine_up", "message"),
+    [
+        (None, True, "needs Docker Compose v2 ('docker compose')"),
+        ("2.16.1", True, "needs Docker Compose 2.17 or newer; found 2.16.1"),
+        ("v2.29.7", False, "the Docker engine is not running"),
+    ],
+)
+def test_missing_docker_pieces_are_named(
+    tmp_path: Path, compose: str | None, engine_up: bool, message: str
+) -> None:
+    _fake_docker(tmp_path, compose, engine_up)
+    result = _check(tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_no_docker_at_all(tmp_path: Path) -> None:
+    result = _check(tmp_path)  # nothing on PATH
+    assert result.returncode == 1
+    assert "make run needs Docker" in result.stderr
+
+
+def test_a_working_docker_passes(tmp_path: Path) -> None:
+    _fake_docker(tmp_path, "2.29.7")
+    assert _check(tmp_path).returncode == 0
+
+
+def _make_model(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", "model", f"MODEL_CACHE={tmp_path / 'cache'}",
+         f"MODEL_DIR={tmp_path / 'models'}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_failed_download_says_how_to_use_a_model_on_disk(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: the download is refused
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/xception.h5"
+        result = _make_model(tmp_path, f"MODEL_URL={url}")
+    assert result.returncode != 0
+    assert f"error: could not download {url}" in result.stderr
+    assert "make model MODEL_FILE=path/to/model.h5" in result.stderr
+    assert "Will retry" not in result.stderr + result.stdout  # no curl retry log
+    assert not list((tmp_path / "cache").glob("*.h5*"))  # no partial file left behind
+
+
+def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
+    result = _make_model(tmp_path, f"MODEL_FILE={tmp_path / 'mine.h5'}")
+    assert result.returncode != 0
+    assert f"error: MODEL_FILE={tmp_path / 'mine.h5'} does not exist" in result.stderr
