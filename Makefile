@@ -22,6 +22,8 @@ export_inputs = $(abspath $(MODEL_FILE)) $(abspath $(MODEL_DIR)) $(EXPORT_ARGS)
 
 # The TensorFlow runtime of the pinned TF Serving image, to prove exports load in it.
 TF_SERVING_RUNTIME := $(CURDIR)/.tools/tf-serving-runtime/bin/python
+# The schemas of the custom resources the Pulumi program declares (npm packages).
+CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
 
 .PHONY: setup venv test lint pytest run model stubs bench load cost clean FORCE
 
@@ -42,10 +44,14 @@ $(TF_SERVING_RUNTIME): tools/tf-serving-runtime-requirements.txt | $(UV)
 	VIRTUAL_ENV="$(CURDIR)/.tools/tf-serving-runtime" $(UV) pip sync --quiet tools/tf-serving-runtime-requirements.txt
 	touch "$(TF_SERVING_RUNTIME)"
 
+$(CRD_SCHEMAS): tests/crds/package-lock.json
+	npm ci --prefix tests/crds --no-audit --no-fund --loglevel=error
+	touch "$(CRD_SCHEMAS)"
+
 venv: | $(UV) ## .venv from uv.lock (all dependency groups)
 	$(UV) sync --locked
 
-setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) ## .venv, plus the checkov and TF Serving runtime tools
+setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas)
 
 lint: setup ## ruff + mypy
 	$(UV) run --locked ruff check .

@@ -1,23 +1,28 @@
-"""EKS: the control plane, a CPU node group, a GPU node group, and what GPU pods and
-autoscaling need on top (NVIDIA device plugin, metrics-server)."""
+"""EKS: the control plane (its log group owned by the stack), who may administer it, a
+small managed node group for system pods, and the add-ons the rest builds on.
+
+Workload nodes (the gateway's CPU nodes, TF Serving's GPU nodes) come from Karpenter
+(``infra.autoscaling``), not from node groups here.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from infra.config import NodeGroupConfig, StackConfig
-from infra.network import Network
+from infra.capacity import DEVICE_PLUGIN
+from infra.config import SystemNodesConfig
 
-GPU_TAINT_KEY = "nvidia.com/gpu"
-GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
 NODE_ROLE_LABEL = "clothing.example/workload"
+SYSTEM_LABELS = {NODE_ROLE_LABEL: "system"}
 CPU_LABELS = {NODE_ROLE_LABEL: "cpu"}
 GPU_LABELS = {NODE_ROLE_LABEL: "gpu"}
+GPU_TAINT_KEY = "nvidia.com/gpu"
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
 # Why the device plugin cannot meet these checkov policies (annotations on the DaemonSet).
 DEVICE_PLUGIN_CHECKOV_SKIPS = {
@@ -28,26 +33,57 @@ DEVICE_PLUGIN_CHECKOV_SKIPS = {
     "CKV_K8S_9": "the plugin has no readiness endpoint; the kubelet tracks its registration",
 }
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 NODE_POLICIES = {
     "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "cni": "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
-    "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+    "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
     "ssm": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 }
+EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def node_role(name: str, parent: pulumi.Resource) -> tuple[aws.iam.Role, list[pulumi.Resource]]:
+    """An EC2 role with what every EKS node needs, and its policy attachments."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(name, assume_role_policy=json.dumps(EC2_TRUST), opts=child)
+    attachments: list[pulumi.Resource] = [
+        aws.iam.RolePolicyAttachment(f"{name}-{key}", role=role.name, policy_arn=arn, opts=child)
+        for key, arn in NODE_POLICIES.items()
+    ]
+    return role, attachments
 
 
 class Cluster(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        *,
         cluster_name: str,
-        network: Network,
+        version: str,
+        vpc_id: pulumi.Input[str],
+        public_subnet_ids: pulumi.Input[Sequence[str]],
+        private_subnet_ids: pulumi.Input[Sequence[str]],
+        public_access_cidrs: list[str],
+        admin_principal_arns: list[str],
+        log_retention_days: int,
+        system_nodes: SystemNodesConfig,
+        tags: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("clothing:infra:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.cluster_name = cluster_name
+        self.version = version
 
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
@@ -56,51 +92,52 @@ class Cluster(pulumi.ComponentResource):
             deletion_window_in_days=7,
             opts=child,
         )
-        node_role = aws.iam.Role(
-            f"{name}-node-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+        # EKS writes control-plane logs here; left to EKS, the group outlives the stack.
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/eks/{cluster_name}/cluster",
+            retention_in_days=log_retention_days,
+            tags=tags,
             opts=child,
         )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{key}", role=node_role.name, policy_arn=arn, opts=child
-            )
-            for key, arn in NODE_POLICIES.items()
-        ]
-
         self.eks = eks.Cluster(
             f"{name}-eks",
             name=cluster_name,
-            version=cfg.cluster_version,
-            vpc_id=network.vpc_id,
-            public_subnet_ids=network.public_subnet_ids,
-            private_subnet_ids=network.private_subnet_ids,
+            version=version,
+            vpc_id=vpc_id,
+            public_subnet_ids=public_subnet_ids,
+            private_subnet_ids=private_subnet_ids,
             node_associate_public_ip_address=False,
             skip_default_node_group=True,
+            # Nodes (managed and Karpenter's) share the security group EKS creates.
+            skip_default_security_groups=True,
             authentication_mode=eks.AuthenticationMode.API,
-            create_oidc_provider=True,
+            access_entries={
+                f"admin-{i}": eks.AccessEntryArgs(
+                    principal_arn=arn,
+                    access_policies={
+                        "cluster-admin": eks.AccessPolicyAssociationArgs(
+                            policy_arn=ADMIN_POLICY,
+                            access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(
+                                type="cluster"
+                            ),
+                        )
+                    },
+                )
+                for i, arn in enumerate(admin_principal_arns)
+            },
             encryption_config_key_arn=secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
             endpoint_private_access=True,
             endpoint_public_access=True,
-            public_access_cidrs=cfg.public_access_cidrs,
+            public_access_cidrs=public_access_cidrs,
             # NetworkPolicy objects are only enforced when the VPC CNI is told to.
             vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
-            tags={"stack": cfg.stack},
-            opts=child,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group]),
         )
         self.kubeconfig_json = self.eks.kubeconfig_json
+        self.security_group_id = self.eks.cluster_security_group_id
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.eks.kubeconfig_json,
@@ -108,52 +145,35 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        group_opts = pulumi.ResourceOptions(parent=self, depends_on=attachments)
-        self.cpu_group = self._node_group(
-            f"{name}-cpu", cfg.cpu_nodes, node_role, network, CPU_LABELS, [], group_opts
+        role, attachments = node_role(f"{name}-system-node-role", self)
+        self.system_group = self._system_node_group(
+            f"{name}-system", system_nodes, role, private_subnet_ids, attachments
         )
-        self.gpu_group = self._node_group(
-            f"{name}-gpu",
-            cfg.gpu_nodes,
-            node_role,
-            network,
-            GPU_LABELS,
-            [aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value="true", effect="NO_SCHEDULE")],
-            group_opts,
-        )
-        self.node_groups = [self.cpu_group, self.gpu_group]
-
-        # metrics-server (for the HPAs) as an EKS add-on: AWS keeps it patched.
-        self.metrics_server = aws.eks.Addon(
-            f"{name}-metrics-server",
-            cluster_name=cluster_name,
-            addon_name="metrics-server",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.cpu_group]),
-        )
-        self.device_plugin: k8s.apps.v1.DaemonSet | None = None
-        if not cfg.gpu_nodes.has_device_plugin:
-            self.device_plugin = nvidia_device_plugin(
-                f"{name}-nvidia-device-plugin",
-                pulumi.ResourceOptions(
-                    parent=self, provider=self.provider, depends_on=[self.gpu_group]
-                ),
+        after_system = pulumi.ResourceOptions(parent=self, depends_on=[self.system_group])
+        # metrics-server (for the HPAs) and the pod identity agent (Karpenter's AWS
+        # credentials) as EKS add-ons: AWS keeps them patched.
+        self.addons = [
+            aws.eks.Addon(
+                f"{name}-{addon}",
+                cluster_name=cluster_name,
+                addon_name=addon,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                opts=after_system,
             )
+            for addon in ("metrics-server", "eks-pod-identity-agent")
+        ]
         self.register_outputs({"cluster_name": cluster_name})
 
-    def _node_group(
+    def _system_node_group(
         self,
         name: str,
-        cfg: NodeGroupConfig,
+        cfg: SystemNodesConfig,
         role: aws.iam.Role,
-        network: Network,
-        labels: dict[str, str],
-        taints: list[aws.eks.NodeGroupTaintArgs],
-        opts: pulumi.ResourceOptions,
+        subnet_ids: pulumi.Input[Sequence[str]],
+        attachments: list[pulumi.Resource],
     ) -> aws.eks.NodeGroup:
         # IMDSv2 only, one hop (pods cannot reach the node's credentials), encrypted gp3 root.
-        root_device = "/dev/xvdb" if cfg.ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
@@ -163,7 +183,7 @@ class Cluster(pulumi.ComponentResource):
             ),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=root_device,
+                    device_name="/dev/xvda",
                     ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                         volume_size=cfg.disk_size_gb,
                         volume_type="gp3",
@@ -174,28 +194,28 @@ class Cluster(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # An EKS managed node group. (aws.eks.NodeGroup rather than eks.ManagedNodeGroup: it
-        # needs only the cluster's name, so no resource reference crosses into the eks
-        # component, and its inputs stay plain and testable.)
+        # A name prefix, not a name: instance type, AMI type, subnets and the launch
+        # template are replace-only, and Pulumi creates the replacement before deleting
+        # the old group, which a fixed name makes impossible (ResourceInUseException).
         return aws.eks.NodeGroup(
             name,
             cluster_name=self.cluster_name,
-            node_group_name=f"{self.cluster_name}-{name.rsplit('-', 1)[-1]}",
+            node_group_name_prefix=f"{self.cluster_name}-system-",
+            version=self.version,  # nodes follow the control plane's upgrades
             node_role_arn=role.arn,
-            subnet_ids=network.private_subnet_ids,
-            instance_types=cfg.instance_types,
-            capacity_type=cfg.capacity_type,
-            ami_type=cfg.ami_type,
+            subnet_ids=subnet_ids,
+            instance_types=[cfg.instance_type],
+            capacity_type="ON_DEMAND",
+            ami_type="AL2023_x86_64_STANDARD",
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=cfg.min_size, desired_size=cfg.desired_size, max_size=cfg.max_size
+                min_size=cfg.size, desired_size=cfg.size, max_size=cfg.size + 1
             ),
-            labels=labels,
-            taints=taints,
+            labels=SYSTEM_LABELS,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self.eks])),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.eks, *attachments]),
         )
 
 
@@ -207,6 +227,7 @@ def nvidia_device_plugin(name: str, opts: pulumi.ResourceOptions) -> k8s.apps.v1
         f"checkov.io/skip{i}": f"{check}={reason}"
         for i, (check, reason) in enumerate(DEVICE_PLUGIN_CHECKOV_SKIPS.items(), start=1)
     }
+    requests = DEVICE_PLUGIN.requests
     return k8s.apps.v1.DaemonSet(
         name,
         metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -236,7 +257,10 @@ def nvidia_device_plugin(name: str, opts: pulumi.ResourceOptions) -> k8s.apps.v1
                             image_pull_policy="Always",
                             env=[k8s.core.v1.EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="false")],
                             resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "10m", "memory": "32Mi"},
+                                requests={
+                                    "cpu": f"{requests.cpu_m}m",
+                                    "memory": f"{requests.memory_mib}Mi",
+                                },
                                 limits={"cpu": "100m", "memory": "128Mi"},
                             ),
                             security_context=k8s.core.v1.SecurityContextArgs(

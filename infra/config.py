@@ -2,24 +2,51 @@
 
 Values live under the project namespace in ``Pulumi.<stack>.yaml`` (``clothing-serving:*``)
 plus ``aws:region``. A bad value stops ``pulumi up``/``preview`` with a message that names
-the key and says what is allowed.
+the key and says what is allowed. Beyond each value's own form, the check knows:
+
+- the Kubernetes versions EKS supports, until when (``infra.eks_versions``);
+- what fits on a node (``infra.capacity``): every pod fits on every instance type its
+  pool may launch, and every autoscaler's maximum plus one surge pod fits within the
+  pool's limits, so neither a scale-up nor a rolling update waits for a pod that can
+  never be placed.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from infra.capacity import (
+    INSTANCE_TYPES,
+    SYSTEM_PODS,
+    InstanceType,
+    Resources,
+    daemonsets_on,
+    nodes_needed,
+    parse_cpu,
+    parse_memory,
+)
+from infra.eks_versions import support_problem
 
 PROJECT = "clothing-serving"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SUPPORTED_K8S_VERSIONS = ("1.31", "1.32", "1.33", "1.34", "1.35")
 GPU_FAMILIES = ("g4dn", "g5", "g6")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
-CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "BOTTLEROCKET_x86_64")
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731)
+SURGE_PODS = 1  # every rolling update starts one new pod before removing an old one
 
 
 class ConfigError(ValueError):
@@ -31,45 +58,76 @@ class _Strict(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+CapacityType = Literal["on-demand", "spot"]
 
 
-class NodeGroupConfig(_Strict):
+def _known_type(name: str) -> InstanceType:
+    if name not in INSTANCE_TYPES:
+        raise ValueError(
+            f"{name!r} is not an instance type this project has figures for; add it to "
+            f"infra/capacity.py INSTANCE_TYPES (known: {', '.join(INSTANCE_TYPES)})"
+        )
+    return INSTANCE_TYPES[name]
+
+
+class SystemNodesConfig(_Strict):
+    """An EKS managed node group, fixed size, for what must not run on nodes Karpenter
+    manages: Karpenter itself, CoreDNS, metrics-server."""
+
+    instance_type: str = Field(alias="instanceType", default="t3.medium")
+    size: PositiveInt = 1
+    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = Field(alias="diskSizeGb", default=30)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        _known_type(value)
+        return value
+
+
+class PoolConfig(_Strict):
+    """A Karpenter NodePool: what it may launch and how much of it at most."""
+
     instance_types: list[str] = Field(alias="instanceTypes", min_length=1)
-    min_size: Annotated[int, Field(ge=0)] = Field(alias="minSize")
-    desired_size: Annotated[int, Field(ge=0)] = Field(alias="desiredSize")
-    max_size: PositiveInt = Field(alias="maxSize")
-    capacity_type: Literal["ON_DEMAND", "SPOT"] = Field(alias="capacityType", default="ON_DEMAND")
+    capacity_types: list[CapacityType] = Field(alias="capacityTypes", min_length=1)
     disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = Field(alias="diskSizeGb", default=50)
-    ami_type: str = Field(alias="amiType")
 
-    @model_validator(mode="after")
-    def _sizes(self) -> NodeGroupConfig:
-        if not self.min_size <= self.desired_size <= self.max_size:
-            raise ValueError(
-                f"need minSize <= desiredSize <= maxSize, got "
-                f"{self.min_size} <= {self.desired_size} <= {self.max_size}"
-            )
-        return self
+    @field_validator("instance_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _known_type(name)
+        return value
 
-
-class CpuNodeGroupConfig(NodeGroupConfig):
-    ami_type: Literal["AL2023_x86_64_STANDARD", "BOTTLEROCKET_x86_64"] = Field(
-        alias="amiType", default="AL2023_x86_64_STANDARD"
-    )
+    @property
+    def types(self) -> list[InstanceType]:
+        return [INSTANCE_TYPES[name] for name in self.instance_types]
 
 
-class GpuNodeGroupConfig(NodeGroupConfig):
-    ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = Field(
-        alias="amiType", default="AL2023_x86_64_NVIDIA"
-    )
+class CpuPoolConfig(PoolConfig):
+    max_vcpus: PositiveInt = Field(alias="maxVcpus")
+
+    @field_validator("instance_types")
+    @classmethod
+    def _no_gpu(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if INSTANCE_TYPES[name].gpus:
+                raise ValueError(f"{name!r} is a GPU instance type; list it in gpuNodes")
+        return value
+
+
+class GpuPoolConfig(PoolConfig):
+    max_gpus: Annotated[int, Field(ge=1)] = Field(alias="maxGpus")
+    ami_family: Literal["al2023", "bottlerocket"] = Field(alias="amiFamily", default="al2023")
+    disk_size_gb: Annotated[int, Field(ge=50, le=1000)] = Field(alias="diskSizeGb", default=100)
 
     @field_validator("instance_types")
     @classmethod
     def _gpu_family(cls, value: list[str]) -> list[str]:
-        for instance_type in value:
-            if instance_type.split(".")[0] not in GPU_FAMILIES:
+        for name in value:
+            if name.split(".")[0] not in GPU_FAMILIES:
                 raise ValueError(
-                    f"{instance_type!r} is not a GPU instance type; use one of the "
+                    f"{name!r} is not a GPU instance type; use one of the "
                     f"{', '.join(GPU_FAMILIES)} families (e.g. g4dn.xlarge)"
                 )
         return value
@@ -77,11 +135,10 @@ class GpuNodeGroupConfig(NodeGroupConfig):
     @property
     def has_device_plugin(self) -> bool:
         """Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not."""
-        return self.ami_type.startswith("BOTTLEROCKET")
+        return self.ami_family == "bottlerocket"
 
 
 class ScalingConfig(_Strict):
-    replicas: PositiveInt
     min_replicas: PositiveInt = Field(alias="minReplicas")
     max_replicas: PositiveInt = Field(alias="maxReplicas")
     target_cpu_percent: Annotated[int, Field(ge=10, le=95)] = Field(
@@ -90,14 +147,29 @@ class ScalingConfig(_Strict):
     cpu: str = "500m"
     memory: str = "512Mi"
 
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        parse_cpu(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        parse_memory(value)
+        return value
+
     @model_validator(mode="after")
     def _bounds(self) -> ScalingConfig:
-        if not self.min_replicas <= self.replicas <= self.max_replicas:
+        if self.min_replicas > self.max_replicas:
             raise ValueError(
-                f"need minReplicas <= replicas <= maxReplicas, got "
-                f"{self.min_replicas} <= {self.replicas} <= {self.max_replicas}"
+                f"need minReplicas <= maxReplicas, got {self.min_replicas} > {self.max_replicas}"
             )
         return self
+
+    @property
+    def requests(self) -> Resources:
+        return Resources(parse_cpu(self.cpu), parse_memory(self.memory))
 
 
 class ModelConfig(_Strict):
@@ -114,9 +186,13 @@ class ModelConfig(_Strict):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
+_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
+
+
 class StackConfig(_Strict):
     stack: str
     region: str
+    today: date
     cluster_version: str = Field(alias="clusterVersion")
     availability_zones: Annotated[int, Field(ge=2, le=3)] = Field(
         alias="availabilityZones", default=2
@@ -124,17 +200,23 @@ class StackConfig(_Strict):
     nat_gateways: Literal["single", "onePerAz"] = Field(alias="natGateways")
     vpc_cidr: str = Field(alias="vpcCidr", default="10.0.0.0/16")
     public_access_cidrs: list[str] = Field(alias="publicAccessCidrs", min_length=1)
-    cpu_nodes: CpuNodeGroupConfig = Field(alias="cpuNodes")
-    gpu_nodes: GpuNodeGroupConfig = Field(alias="gpuNodes")
+    admin_principal_arns: list[str] = Field(alias="adminPrincipalArns", default_factory=list)
+    log_retention_days: int = Field(alias="logRetentionDays", default=30)
+    high_availability: bool = Field(alias="highAvailability", default=False)
+    parked: bool = False
+    system_nodes: SystemNodesConfig = Field(alias="systemNodes", default_factory=SystemNodesConfig)
+    cpu_nodes: CpuPoolConfig = Field(alias="cpuNodes")
+    gpu_nodes: GpuPoolConfig = Field(alias="gpuNodes")
     gateway: ScalingConfig
     tf_serving: ScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
 
     @field_validator("cluster_version")
     @classmethod
-    def _version(cls, value: str) -> str:
-        if value not in SUPPORTED_K8S_VERSIONS:
-            raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_K8S_VERSIONS)}")
+    def _version(cls, value: str, info: ValidationInfo) -> str:
+        problem = support_problem(value, info.data["today"])
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("public_access_cidrs")
@@ -147,6 +229,25 @@ class StackConfig(_Strict):
                 raise ValueError(f"{cidr!r} is not a CIDR block: {exc}") from None
         return value
 
+    @field_validator("admin_principal_arns")
+    @classmethod
+    def _arns(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _ARN.match(arn):
+                raise ValueError(f"{arn!r} is not an IAM role or user ARN")
+        if len(set(value)) != len(value):
+            raise ValueError("ARNs must be unique")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"{value} is not a CloudWatch retention; use one of {LOG_RETENTION_DAYS}"
+            )
+        return value
+
     @field_validator("vpc_cidr")
     @classmethod
     def _vpc(cls, value: str) -> str:
@@ -156,13 +257,83 @@ class StackConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _gpu_capacity(self) -> StackConfig:
-        if self.model.on_gpu and self.gpu_nodes.max_size < self.tf_serving.max_replicas:
+    def _high_availability(self) -> StackConfig:
+        if not self.high_availability:
+            return self
+        for key, scaling in (("gateway", self.gateway), ("tfServing", self.tf_serving)):
+            if scaling.min_replicas < 2:
+                raise ValueError(
+                    f"highAvailability needs {key}.minReplicas >= 2 (pods in two zones), "
+                    f"got {scaling.min_replicas}"
+                )
+        if self.system_nodes.size < 2:
             raise ValueError(
-                f"tfServing.maxReplicas ({self.tf_serving.max_replicas}) needs one GPU node "
-                f"each, but gpuNodes.maxSize is {self.gpu_nodes.max_size}"
+                f"highAvailability needs systemNodes.size >= 2, got {self.system_nodes.size}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _capacity(self) -> StackConfig:
+        check_capacity(self)
+        return self
+
+    @property
+    def tf_serving_pool(self) -> PoolConfig:
+        return self.gpu_nodes if self.model.on_gpu else self.cpu_nodes
+
+    @property
+    def tf_serving_gpus(self) -> int:
+        return 1 if self.model.on_gpu else 0
+
+
+def check_capacity(cfg: StackConfig) -> None:
+    """Each pod fits on each instance type its pool may launch, and each autoscaler's
+    maximum plus a surge pod fits within its pool's limit (ValueError naming the keys)."""
+    workloads: list[tuple[str, ScalingConfig, str, PoolConfig, int]] = [
+        ("gateway", cfg.gateway, "cpuNodes", cfg.cpu_nodes, 0)
+    ]
+    tf_key = "gpuNodes" if cfg.model.on_gpu else "cpuNodes"
+    workloads.append(
+        ("tfServing", cfg.tf_serving, tf_key, cfg.tf_serving_pool, cfg.tf_serving_gpus)
+    )
+    vcpus_needed, cpu_keys = 0, []
+    for key, scaling, pool_key, pool, gpus in workloads:
+        pods = scaling.max_replicas + SURGE_PODS
+        worst_vcpus = 0
+        for instance in pool.types:
+            nodes = nodes_needed(instance, scaling.requests, gpus, pods)
+            if not nodes:
+                free = instance.allocatable(daemonsets_on(instance))
+                raise ValueError(
+                    f"a {key} pod ({scaling.cpu} CPU, {scaling.memory}) does not fit on "
+                    f"{instance.name} ({free.cpu_m}m, {free.memory_mib}Mi left after the "
+                    f"node's reservations and DaemonSets): change {key}.cpu/memory or "
+                    f"{pool_key}.instanceTypes"
+                )
+            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
+        if gpus:
+            if pods * gpus > cfg.gpu_nodes.max_gpus:
+                raise ValueError(
+                    f"{key}.maxReplicas ({scaling.max_replicas}) + {SURGE_PODS} surge pod need "
+                    f"{pods * gpus} GPUs but gpuNodes.maxGpus is {cfg.gpu_nodes.max_gpus}"
+                )
+        else:
+            vcpus_needed += worst_vcpus
+            cpu_keys.append(f"{key}.maxReplicas ({scaling.max_replicas})")
+    system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
+    needed = sum((pod.requests for pod in SYSTEM_PODS), Resources(0, 0))
+    free = system.allocatable(daemonsets_on(system))
+    if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
+        raise ValueError(
+            f"systemNodes.instanceType {system.name} leaves {free.cpu_m}m / {free.memory_mib}Mi "
+            f"for pods, but the system pods (Karpenter, CoreDNS, metrics-server) request "
+            f"{needed.cpu_m}m / {needed.memory_mib}Mi"
+        )
+    if vcpus_needed > cfg.cpu_nodes.max_vcpus:
+        raise ValueError(
+            f"{' and '.join(cpu_keys)} + {SURGE_PODS} surge pod each may need {vcpus_needed} "
+            f"vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is {cfg.cpu_nodes.max_vcpus}"
+        )
 
 
 def _describe(error: ValidationError) -> str:
@@ -175,12 +346,16 @@ def _describe(error: ValidationError) -> str:
     return "invalid stack configuration:\n" + "\n".join(lines)
 
 
-def parse_config(values: Mapping[str, Any], *, stack: str, region: str | None) -> StackConfig:
+def parse_config(
+    values: Mapping[str, Any], *, stack: str, region: str | None, today: date | None = None
+) -> StackConfig:
     """Validate raw config values (keys without the project prefix)."""
     if not region:
         raise ConfigError("invalid stack configuration:\n  aws:region: required")
     try:
-        return StackConfig.model_validate({**values, "stack": stack, "region": region})
+        return StackConfig.model_validate(
+            {**values, "stack": stack, "region": region, "today": today or date.today()}
+        )
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 
@@ -188,8 +363,9 @@ def parse_config(values: Mapping[str, Any], *, stack: str, region: str | None) -
 # How each key is stored: plain text (a "1.34" must stay a string) or structured JSON.
 TEXT_KEYS = ("clusterVersion", "natGateways", "vpcCidr")
 JSON_KEYS = (
-    "availabilityZones", "publicAccessCidrs", "cpuNodes", "gpuNodes",
-    "gateway", "tfServing", "model",
+    "availabilityZones", "publicAccessCidrs", "adminPrincipalArns", "logRetentionDays",
+    "highAvailability", "parked", "systemNodes", "cpuNodes", "gpuNodes", "gateway",
+    "tfServing", "model",
 )  # fmt: skip
 
 
@@ -201,11 +377,11 @@ def stack_file(stack: str) -> dict[str, Any]:
     return dict(data.get("config") or {})
 
 
-def parse_stack_file(stack: str) -> StackConfig:
+def parse_stack_file(stack: str, today: date | None = None) -> StackConfig:
     """Validate ``Pulumi.<stack>.yaml`` as ``pulumi up`` would, without Pulumi."""
     raw = stack_file(stack)
     values = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(f"{PROJECT}:")}
-    return parse_config(values, stack=stack, region=raw.get("aws:region"))
+    return parse_config(values, stack=stack, region=raw.get("aws:region"), today=today)
 
 
 def load_config() -> StackConfig:

@@ -1,80 +1,144 @@
-"""Hourly cost of a stack from its config and a table of AWS list prices.
+"""Hourly cost of a stack from its config and list prices.
 
     uv run python -m infra.cost [dev prod ...]
 
-PRICES are us-east-1 on-demand Linux list prices in USD (edit them for another region or
-when AWS changes them). Spot GPU nodes are charged at on-demand here, an upper bound:
-spot usually costs 60-70% less. Data transfer, NAT/LB per-GB processing, CloudWatch logs
-and ECR storage are usage-based and left out.
+Three figures per stack: **parked** (`parked: true`: no workload nodes, the fixed part
+only), **at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold
+them) and **at maximum** (the Karpenter pools' limits used up on their priciest types).
+Instance prices live in ``infra.capacity``; the control plane is priced by its Kubernetes
+version's support on the day (``infra.eks_versions``). Prices are us-east-1 on-demand
+Linux list prices in USD: spot GPUs and CPUs are priced at on-demand, an upper bound (spot
+usually costs 60-70% less). Data transfer, NAT/LB per-GB processing, CloudWatch logs and
+ECR storage are usage-based and left out.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import date
 
-from infra.config import NodeGroupConfig, StackConfig, parse_stack_file
+from infra.capacity import INSTANCE_TYPES, InstanceType, nodes_needed
+from infra.config import PoolConfig, ScalingConfig, StackConfig, parse_stack_file
+from infra.eks_versions import VERSIONS
 
 PRICES = {
-    "eks_cluster": 0.10,
     "nat_gateway": 0.045,
     "nlb": 0.0225,
     "public_ipv4": 0.005,
     "kms_key": 1.0 / 730,
     "gp3_gb": 0.08 / 730,
-    "t3.large": 0.0832,
-    "t3.xlarge": 0.1664,
-    "m6i.large": 0.096,
-    "m6i.xlarge": 0.192,
-    "g4dn.xlarge": 0.526,
-    "g4dn.2xlarge": 0.752,
-    "g5.xlarge": 1.006,
-    "g6.xlarge": 0.8048,
 }
 
 
 @dataclass(frozen=True)
 class Estimate:
     stack: str
-    at_desired: float
-    at_max: float
-    lines: list[tuple[str, float]]
+    fixed: list[tuple[str, float]]
+    serving_min: list[tuple[str, float]]
+    serving_max: list[tuple[str, float]]
+    extended_support: bool
+
+    @property
+    def parked(self) -> float:
+        return sum(v for _, v in self.fixed)
+
+    @property
+    def at_min(self) -> float:
+        return self.parked + sum(v for _, v in self.serving_min)
+
+    @property
+    def at_max(self) -> float:
+        return self.parked + sum(v for _, v in self.serving_max)
 
 
-def _nodes(group: NodeGroupConfig, count: int) -> float:
-    instance = group.instance_types[0]
-    if instance not in PRICES:
-        raise KeyError(f"no price for {instance}: add it to infra/cost.py PRICES")
-    return count * (PRICES[instance] + group.disk_size_gb * PRICES["gp3_gb"])
+def _node_hour(instance: InstanceType, disk_gb: int) -> float:
+    return instance.hourly_usd + disk_gb * PRICES["gp3_gb"]
 
 
-def estimate(cfg: StackConfig) -> Estimate:
+def _cheapest(
+    pool: PoolConfig, scaling: ScalingConfig, gpus: int, pods: int, spread: int
+) -> tuple[str, float]:
+    """The cheapest nodes of ``pool`` that hold ``pods``, on at least ``spread`` nodes."""
+    options = []
+    for instance in pool.types:
+        nodes = max(nodes_needed(instance, scaling.requests, gpus, pods), spread)
+        options.append((nodes * _node_hour(instance, pool.disk_size_gb), nodes, instance.name))
+    cost, nodes, name = min(options)
+    return f"{nodes} x {name}", cost
+
+
+def _at_limit_cpu(cfg: StackConfig) -> tuple[str, float]:
+    pool = cfg.cpu_nodes
+    per_vcpu = max(pool.types, key=lambda t: _node_hour(t, pool.disk_size_gb) / t.vcpus)
+    nodes = cfg.cpu_nodes.max_vcpus // per_vcpu.vcpus
+    return f"{nodes} x {per_vcpu.name}", nodes * _node_hour(per_vcpu, pool.disk_size_gb)
+
+
+def _at_limit_gpu(cfg: StackConfig) -> tuple[str, float]:
+    pool = cfg.gpu_nodes
+    priciest = max(pool.types, key=lambda t: _node_hour(t, pool.disk_size_gb) / t.gpus)
+    nodes = pool.max_gpus // priciest.gpus
+    return f"{nodes} x {priciest.name}", nodes * _node_hour(priciest, pool.disk_size_gb)
+
+
+def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
+    on = on or cfg.today
+    version = VERSIONS[cfg.cluster_version]
     nats = 1 if cfg.nat_gateways == "single" else cfg.availability_zones
+    system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
+    support = "extended support" if on > version.end_of_standard else "standard support"
     fixed = [
-        ("EKS control plane", PRICES["eks_cluster"]),
+        (f"EKS control plane ({cfg.cluster_version}, {support})", version.hourly_price(on)),
         (
             f"NAT gateways x{nats} (+ their IPv4)",
             nats * (PRICES["nat_gateway"] + PRICES["public_ipv4"]),
         ),
         ("NLB (+ an IPv4 per AZ)", PRICES["nlb"] + cfg.availability_zones * PRICES["public_ipv4"]),
         ("KMS key", PRICES["kms_key"]),
+        (
+            f"system nodes {cfg.system_nodes.size} x {system.name}",
+            cfg.system_nodes.size * _node_hour(system, cfg.system_nodes.disk_size_gb),
+        ),
     ]
-    cpu, gpu = cfg.cpu_nodes, cfg.gpu_nodes
-    desired = [
-        (f"CPU nodes {cpu.desired_size} x {cpu.instance_types[0]}", _nodes(cpu, cpu.desired_size)),
-        (f"GPU nodes {gpu.desired_size} x {gpu.instance_types[0]}", _nodes(gpu, gpu.desired_size)),
+    # highly available: the pods are spread over zones, so over that many nodes at least
+    zones = cfg.availability_zones if cfg.high_availability else 1
+    gateway, tf = cfg.gateway, cfg.tf_serving
+    gw_label, gw_cost = _cheapest(
+        cfg.cpu_nodes, gateway, 0, gateway.min_replicas, min(gateway.min_replicas, zones)
+    )
+    tf_label, tf_cost = _cheapest(
+        cfg.tf_serving_pool, tf, cfg.tf_serving_gpus, tf.min_replicas, min(tf.min_replicas, zones)
+    )
+    serving_min = [
+        (f"gateway nodes {gw_label}", gw_cost),
+        (f"TF Serving nodes {tf_label}", tf_cost),
     ]
-    base = sum(v for _, v in fixed)
-    at_max = base + _nodes(cpu, cpu.max_size) + _nodes(gpu, gpu.max_size)
-    return Estimate(cfg.stack, base + sum(v for _, v in desired), at_max, fixed + desired)
+    cpu_label, cpu_cost = _at_limit_cpu(cfg)
+    serving_max = [(f"CPU pool at maxVcpus: {cpu_label}", cpu_cost)]
+    if cfg.model.on_gpu:
+        gpu_label, gpu_cost = _at_limit_gpu(cfg)
+        serving_max.append((f"GPU pool at maxGpus: {gpu_label}", gpu_cost))
+    return Estimate(cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard)
 
 
 def main(argv: list[str]) -> None:
     for stack in argv or ["dev", "prod"]:
-        est = estimate(parse_stack_file(stack))
-        print(f"{stack}: ${est.at_desired:.2f}/hour at desired size, ${est.at_max:.2f}/hour at max")
-        for label, value in est.lines:
-            print(f"  {label:<40} ${value:.3f}/h")
+        cfg = parse_stack_file(stack)
+        est = estimate(cfg)
+        state = " (parked now)" if cfg.parked else ""
+        print(
+            f"{stack}{state}: ${est.parked:.2f}/h parked, ${est.at_min:.2f}/h at minimum, "
+            f"${est.at_max:.2f}/h at maximum"
+        )
+        for title, lines in (
+            ("always", est.fixed),
+            ("at minimum", est.serving_min),
+            ("at maximum", est.serving_max),
+        ):
+            print(f"  {title}:")
+            for label, value in lines:
+                print(f"    {label:<48} ${value:.3f}/h")
 
 
 if __name__ == "__main__":

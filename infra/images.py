@@ -1,24 +1,38 @@
-"""ECR repositories and the two images, built with BuildKit and pushed by digest."""
+"""ECR repositories and the two images, built with BuildKit and pushed by digest.
+
+ECR refuses to push a tag that exists (the release tags are immutable), even with the same
+digest, so an image's tag must change exactly when pulumi-docker-build decides to rebuild
+it. That provider rebuilds when any input changes (locations, build args, platforms...)
+or when the hash of its build context changes: the Dockerfile's bytes, and every file the
+context sends (after ``<Dockerfile>.dockerignore``) by path, mode and bytes, named
+contexts included. ``ImageBuild.tag`` hashes all of that and nothing else, and the
+locations are relative to the program's directory, so another checkout path or machine
+changes nothing.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
+from docker.utils.build import PatternMatcher
 
-from infra.config import REPO_ROOT, StackConfig
+from infra.config import REPO_ROOT
 from infra.model_export import ModelExport
 
-# Repository-relative inputs of each image: a change to any of them gives a new tag
-# (the repositories' tags are immutable).
-GATEWAY_INPUTS = ("pyproject.toml", "uv.lock", "services/gateway")
-MODEL_INPUTS = ("services/tf-serving/Dockerfile", "services/tf-serving/config")
+PLATFORMS = (docker_build.Platform.LINUX_AMD64,)
 CACHE_TAG_PREFIX = "buildcache"
+# `pulumi preview` must not build multi-GB images (nor need a Docker engine to run).
+BUILD_ON_PREVIEW = False
 LIFECYCLE_POLICY = {
     "rules": [
         {
@@ -47,17 +61,100 @@ LIFECYCLE_POLICY = {
 }
 
 
-def content_tag(paths: Iterable[Path], extra: str = "") -> str:
-    """``v-<hash>`` of the files under ``paths`` (names and bytes) plus ``extra``."""
-    digest = hashlib.sha256(extra.encode())
-    for root in paths:
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for file in files:
-            if "__pycache__" in file.parts:
-                continue
-            digest.update(str(file.relative_to(root.parent)).encode() + b"\0")
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return "v-" + digest.hexdigest()[:16]
+def ignore_patterns(dockerfile: Path, context: Path) -> list[str]:
+    """The patterns BuildKit applies to ``context``: ``<Dockerfile>.dockerignore`` if it
+    exists, else ``<context>/.dockerignore``."""
+    own = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    for candidate in (own, context / ".dockerignore"):
+        if candidate.is_file():
+            lines = (line.strip() for line in candidate.read_text().splitlines())
+            return [line for line in lines if line and not line.startswith("#")]
+    return []
+
+
+def sent_files(context: Path, patterns: list[str]) -> list[str]:
+    """Context-relative paths of the regular files (and symlinks) the context sends."""
+    return sorted(
+        path
+        for path in PatternMatcher(patterns).walk(str(context))
+        if os.path.islink(context / path) or (context / path).is_file()
+    )
+
+
+def _hash_tree(digest: Any, root: Path, files: list[str]) -> None:
+    for name in files:
+        path = root / name
+        digest.update(name.encode() + b"\0")
+        digest.update(stat.filemode(path.lstat().st_mode).encode() + b"\0")
+        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        digest.update(hashlib.sha256(data).digest())
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """One image's build inputs, as pulumi-docker-build receives them."""
+
+    dockerfile: Path
+    context: Path = REPO_ROOT
+    named_contexts: Mapping[str, Path] = field(default_factory=dict)
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    platforms: tuple[docker_build.Platform, ...] = PLATFORMS
+
+    @staticmethod
+    def location(path: Path) -> str:
+        """``path`` relative to the program's working directory (Pulumi runs it in infra/):
+        the same string in every checkout."""
+        return os.path.relpath(path)
+
+    @property
+    def named_locations(self) -> dict[str, str]:
+        return {k: self.location(v) for k, v in sorted(self.named_contexts.items())}
+
+    def inputs(self) -> dict[str, object]:
+        """Every input whose change makes pulumi-docker-build rebuild, except the
+        registry-side ones (repository URL, cache refs), which change the tag's repository
+        instead."""
+        return {
+            "context": self.location(self.context),
+            "dockerfile": self.location(self.dockerfile),
+            "named": self.named_locations,
+            "build_args": dict(sorted(self.build_args.items())),
+            "platforms": [str(p.value) for p in self.platforms],
+            "build_on_preview": BUILD_ON_PREVIEW,
+            "push": True,
+        }
+
+    def context_files(self) -> list[str]:
+        return sent_files(self.context, ignore_patterns(self.dockerfile, self.context))
+
+    def named_files(self) -> Iterator[tuple[str, Path, list[str]]]:
+        """Each named context sends all its files: none has a .dockerignore of its own."""
+        for name, root in sorted(self.named_contexts.items()):
+            yield name, root, sent_files(root, [])
+
+    @property
+    def tag(self) -> str:
+        """``v-<hash>`` of everything the build sees."""
+        digest = hashlib.sha256(json.dumps(self.inputs(), sort_keys=True).encode())
+        digest.update(hashlib.sha256(self.dockerfile.read_bytes()).digest())
+        _hash_tree(digest, self.context, self.context_files())
+        for name, root, files in self.named_files():
+            digest.update(f"named:{name}\0".encode())
+            _hash_tree(digest, root, files)
+        return "v-" + digest.hexdigest()[:16]
+
+
+def gateway_build(root: Path = REPO_ROOT) -> ImageBuild:
+    return ImageBuild(dockerfile=root / "services" / "gateway" / "Dockerfile", context=root)
+
+
+def model_build(export: ModelExport, on_gpu: bool, root: Path = REPO_ROOT) -> ImageBuild:
+    return ImageBuild(
+        dockerfile=root / "services" / "tf-serving" / "Dockerfile",
+        context=root,
+        named_contexts={"models": export.path},
+        build_args={"VARIANT": "-gpu" if on_gpu else ""},
+    )
 
 
 class ImageRegistry(pulumi.ComponentResource):
@@ -66,33 +163,16 @@ class ImageRegistry(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
         cluster_name: str,
         export: ModelExport,
+        model_on_gpu: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("clothing:infra:ImageRegistry", name, None, opts)
         self.gateway_repo = self._repository(f"{cluster_name}-gateway")
         self.model_repo = self._repository(f"{cluster_name}-model")
-
-        variant = "-gpu" if cfg.model.on_gpu else ""
-        self.gateway_image = self._image(
-            "gateway",
-            self.gateway_repo,
-            dockerfile="services/gateway/Dockerfile",
-            tag=content_tag(REPO_ROOT / p for p in GATEWAY_INPUTS),
-        )
-        self.model_image = self._image(
-            "model",
-            self.model_repo,
-            dockerfile="services/tf-serving/Dockerfile",
-            tag=content_tag(
-                [*(REPO_ROOT / p for p in MODEL_INPUTS), export.path / export.name],
-                extra=variant,
-            ),
-            build_args={"VARIANT": variant},
-            named_contexts={"models": str(export.path)},
-        )
+        self.gateway_image = self._image("gateway", self.gateway_repo, gateway_build())
+        self.model_image = self._image("model", self.model_repo, model_build(export, model_on_gpu))
         # Deployments pull by digest: what was pushed, never a moving tag.
         self.gateway_ref = pulumi.Output.concat(
             self.gateway_repo.repository_url, "@", self.gateway_image.digest
@@ -134,32 +214,24 @@ class ImageRegistry(pulumi.ComponentResource):
         )
         return repo
 
-    def _image(
-        self,
-        name: str,
-        repo: aws.ecr.Repository,
-        *,
-        dockerfile: str,
-        tag: str,
-        build_args: dict[str, str] | None = None,
-        named_contexts: dict[str, str] | None = None,
-    ) -> docker_build.Image:
+    def _image(self, name: str, repo: aws.ecr.Repository, build: ImageBuild) -> docker_build.Image:
         auth = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id)
         cache_ref = pulumi.Output.concat(repo.repository_url, f":{CACHE_TAG_PREFIX}")
         return docker_build.Image(
             f"{name}-image",
             context=docker_build.BuildContextArgs(
-                location=str(REPO_ROOT),
+                location=build.location(build.context),
                 named={
-                    key: docker_build.ContextArgs(location=value)
-                    for key, value in (named_contexts or {}).items()
+                    key: docker_build.ContextArgs(location=location)
+                    for key, location in build.named_locations.items()
                 },
             ),
-            dockerfile=docker_build.DockerfileArgs(location=str(REPO_ROOT / dockerfile)),
-            platforms=[docker_build.Platform.LINUX_AMD64],
-            build_args=build_args or {},
+            dockerfile=docker_build.DockerfileArgs(location=build.location(build.dockerfile)),
+            platforms=list(build.platforms),
+            build_args=dict(build.build_args),
+            build_on_preview=BUILD_ON_PREVIEW,
             push=True,
-            tags=[pulumi.Output.concat(repo.repository_url, f":{tag}")],
+            tags=[pulumi.Output.concat(repo.repository_url, f":{build.tag}")],
             registries=[
                 docker_build.RegistryArgs(
                     address=repo.repository_url,

@@ -1,32 +1,40 @@
-"""VPC: public subnets for the load balancer, private subnets for the nodes."""
+"""VPC: public subnets for the load balancer, private subnets for the nodes (tagged so
+Karpenter finds them)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pulumi
 import pulumi_awsx as awsx
 
-from infra.config import StackConfig
+# Karpenter's EC2NodeClass selects the subnets (and so the zones) it launches nodes into
+# by this tag.
+DISCOVERY_TAG = "karpenter.sh/discovery"
 
 
 class Network(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        *,
         cluster_name: str,
+        cidr: str,
+        availability_zones: int,
+        nat_gateways: Literal["single", "onePerAz"],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("clothing:infra:Network", name, None, opts)
         shared = {f"kubernetes.io/cluster/{cluster_name}": "shared"}
         strategy = (
             awsx.ec2.NatGatewayStrategy.SINGLE
-            if cfg.nat_gateways == "single"
+            if nat_gateways == "single"
             else awsx.ec2.NatGatewayStrategy.ONE_PER_AZ
         )
         self.vpc = awsx.ec2.Vpc(
             f"{name}-vpc",
-            cidr_block=cfg.vpc_cidr,
-            number_of_availability_zones=cfg.availability_zones,
+            cidr_block=cidr,
+            number_of_availability_zones=availability_zones,
             enable_dns_hostnames=True,
             enable_dns_support=True,
             nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(strategy=strategy),
@@ -40,7 +48,11 @@ class Network(pulumi.ComponentResource):
                 awsx.ec2.SubnetSpecArgs(
                     type=awsx.ec2.SubnetType.PRIVATE,
                     cidr_mask=19,
-                    tags={**shared, "kubernetes.io/role/internal-elb": "1"},
+                    tags={
+                        **shared,
+                        "kubernetes.io/role/internal-elb": "1",
+                        DISCOVERY_TAG: cluster_name,
+                    },
                 ),
             ],
             tags={"Name": f"{cluster_name}-vpc"},

@@ -1,4 +1,7 @@
-"""The whole stack, wired from its components. ``main()`` is what ``pulumi up`` runs."""
+"""The whole stack, wired from its components. ``main()`` is what ``pulumi up`` runs.
+
+Each component gets only the values it needs, so what depends on what is visible here.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +9,83 @@ from typing import Any
 
 import pulumi
 
-from infra.cluster import Cluster
+from infra.autoscaling import NodeAutoscaler
+from infra.cluster import Cluster, nvidia_device_plugin
 from infra.config import load_config
+from infra.eks_versions import support_warning
 from infra.images import ImageRegistry
 from infra.model_export import find_export
 from infra.network import Network
 from infra.serving import Serving
+from infra.workloads import Placement
 
 
 def main() -> dict[str, pulumi.Output[Any]]:
     """Declare every resource and return the stack outputs."""
     cfg = load_config()  # raises ConfigError before anything is declared
+    if warning := support_warning(cfg.cluster_version, cfg.today):
+        pulumi.log.warn(f"clothing-serving:clusterVersion: {warning}")
     export = find_export(cfg.model)
     cluster_name = f"clothing-{cfg.stack}"
+    tags = {"stack": cfg.stack, "project": "clothing-serving"}
 
-    network = Network("network", cfg, cluster_name)
-    cluster = Cluster("cluster", cfg, cluster_name, network)
-    images = ImageRegistry("images", cfg, cluster_name, export)
-    serving = Serving("serving", cfg, export, images, cluster)
+    network = Network(
+        "network",
+        cluster_name=cluster_name,
+        cidr=cfg.vpc_cidr,
+        availability_zones=cfg.availability_zones,
+        nat_gateways=cfg.nat_gateways,
+    )
+    cluster = Cluster(
+        "cluster",
+        cluster_name=cluster_name,
+        version=cfg.cluster_version,
+        vpc_id=network.vpc_id,
+        public_subnet_ids=network.public_subnet_ids,
+        private_subnet_ids=network.private_subnet_ids,
+        public_access_cidrs=cfg.public_access_cidrs,
+        admin_principal_arns=cfg.admin_principal_arns,
+        log_retention_days=cfg.log_retention_days,
+        system_nodes=cfg.system_nodes,
+        tags=tags,
+    )
+    nodes = NodeAutoscaler(
+        "nodes",
+        cluster_name=cluster_name,
+        region=cfg.region,
+        security_group_id=cluster.security_group_id,
+        cpu_pool=cfg.cpu_nodes,
+        gpu_pool=cfg.gpu_nodes,
+        controller_replicas=2 if cfg.high_availability else 1,
+        provider=cluster.provider,
+        depends_on=[cluster.system_group, *cluster.addons],
+        tags=tags,
+    )
+    serving_needs: list[pulumi.Resource] = [*nodes.node_pools.values()]
+    if not cfg.gpu_nodes.has_device_plugin:
+        serving_needs.append(
+            nvidia_device_plugin(
+                "nvidia-device-plugin",
+                pulumi.ResourceOptions(
+                    provider=cluster.provider, depends_on=[nodes.node_pools["gpu"]]
+                ),
+            )
+        )
+    images = ImageRegistry(
+        "images", cluster_name=cluster_name, export=export, model_on_gpu=cfg.model.on_gpu
+    )
+    serving = Serving(
+        "serving",
+        model_name=export.name,
+        model_image=images.model_ref,
+        gateway_image=images.gateway_ref,
+        model_on_gpu=cfg.model.on_gpu,
+        gateway=cfg.gateway,
+        tf_serving=cfg.tf_serving,
+        placement=Placement(high_availability=cfg.high_availability, parked=cfg.parked),
+        provider=cluster.provider,
+        depends_on=serving_needs,
+    )
 
     return {
         "gateway_url": pulumi.Output.concat("http://", serving.gateway_hostname),
@@ -34,4 +96,5 @@ def main() -> dict[str, pulumi.Output[Any]]:
         "gateway_image": images.gateway_ref,
         "model_image": images.model_ref,
         "model_version": pulumi.Output.from_input(export.version),
+        "parked": pulumi.Output.from_input(cfg.parked),
     }

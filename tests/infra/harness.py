@@ -41,7 +41,11 @@ def _cluster(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
         "kind": "Config",
         "clusters": [{"name": args.inputs["name"], "cluster": {"server": "https://eks.example"}}],
     }
-    return {"kubeconfig": kubeconfig, "kubeconfigJson": json.dumps(kubeconfig)}
+    return {
+        "kubeconfig": kubeconfig,
+        "kubeconfigJson": json.dumps(kubeconfig),
+        "clusterSecurityGroupId": "sg-0eks",
+    }
 
 
 def _repository(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
@@ -84,6 +88,10 @@ MOCK_OUTPUTS: dict[str, MockOutputs] = {
     "aws:kms/key:Key": lambda a: {"arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{a.name}"},
     "aws:iam/role:Role": lambda a: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{a.name}", "name": a.name},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},
+    "aws:sqs/queue:Queue": lambda a: {
+        "arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{a.inputs['name']}",
+        "url": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/{a.inputs['name']}",
+    },
 }
 
 
@@ -133,6 +141,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "id": "us-east-1",
             }
             return token, []  # no check failures
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "userId": "AIDAEXAMPLE",
+                "id": ACCOUNT,
+            }, []
         raise NotImplementedError(f"unexpected invoke {args.token}")
 
 
@@ -153,10 +168,12 @@ class StackRun:
         return match
 
     def kubernetes_objects(self) -> list[Recorded]:
+        """What Pulumi applies to the cluster as objects (not providers or Helm releases)."""
         return [
             r
             for r in self.resources
-            if r.typ.startswith("kubernetes:") and not r.typ.startswith("kubernetes:index")
+            if r.typ.startswith("kubernetes:")
+            and not r.typ.startswith(("kubernetes:index", "kubernetes:helm.sh/"))
         ]
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.config import ConfigError, parse_config, parse_stack_file
+from infra.eks_versions import newest_in_standard_support, support_warning
 from tests.infra.conftest import fake_export, with_export
 from tests.infra.harness import run_stack, stack_config
 
 PREFIX = "clothing-serving:"
+TODAY = date(2026, 11, 25)  # version support is checked against a fixed day here
 
 
 def _values(stack: str) -> dict[str, Any]:
@@ -23,22 +26,26 @@ def _values(stack: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_committed_stacks_are_valid(stack: str) -> None:
+def test_committed_stacks_are_valid_and_current(stack: str) -> None:
+    """Valid today (the real date: CI fails when a version leaves support), on the newest
+    version in standard support, with no support warning."""
     cfg = parse_stack_file(stack)
     assert cfg.model.on_gpu
     assert cfg.region == "us-east-1"
+    assert cfg.cluster_version == newest_in_standard_support(date.today())
+    assert support_warning(cfg.cluster_version, date.today()) is None
 
 
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["clusterVersion"], "1.20", "clusterVersion: '1.20' is not one of 1.31"),
+        (["clusterVersion"], "1.20", "clusterVersion: '1.20' is not an EKS version"),
         (["natGateways"], "many", "natGateways: Input should be 'single' or 'onePerAz'"),
         (["availabilityZones"], 1, "availabilityZones: Input should be greater than or equal to 2"),
         (
-            ["gpuNodes", "capacityType"],
-            "CHEAP",
-            "gpuNodes.capacityType: Input should be 'ON_DEMAND' or 'SPOT'",
+            ["gpuNodes", "capacityTypes"],
+            ["cheap"],
+            "gpuNodes.capacityTypes.0: Input should be 'on-demand' or 'spot'",
         ),
         (
             ["gpuNodes", "instanceTypes"],
@@ -46,27 +53,58 @@ def test_committed_stacks_are_valid(stack: str) -> None:
             "gpuNodes.instanceTypes: 't3.large' is not a GPU instance type",
         ),
         (
-            ["gpuNodes", "amiType"],
-            "AL2_x86_64_GPU",
-            "gpuNodes.amiType: Input should be 'AL2023_x86_64_NVIDIA' or 'BOTTLEROCKET_x86_64_NVIDIA'",
+            ["cpuNodes", "instanceTypes"],
+            ["g4dn.xlarge"],
+            "cpuNodes.instanceTypes: 'g4dn.xlarge' is a GPU instance type",
         ),
-        (["cpuNodes", "minSize"], 5, "cpuNodes: need minSize <= desiredSize <= maxSize"),
         (
-            ["gateway", "replicas"],
-            0,
-            "gateway.replicas: Input should be greater than or equal to 1",
+            ["cpuNodes", "instanceTypes"],
+            ["x9.huge"],
+            "cpuNodes.instanceTypes: 'x9.huge' is not an instance type this project",
         ),
-        (["gateway", "replicas"], 5, "gateway: need minReplicas <= replicas <= maxReplicas"),
+        (
+            ["gpuNodes", "amiFamily"],
+            "al2",
+            "gpuNodes.amiFamily: Input should be 'al2023' or 'bottlerocket'",
+        ),
+        (
+            ["gateway", "minReplicas"],
+            0,
+            "gateway.minReplicas: Input should be greater than or equal to 1",
+        ),
+        (["gateway", "minReplicas"], 5, "gateway: need minReplicas <= maxReplicas"),
+        (["gateway", "cpu"], "lots", "gateway.cpu: 'lots' is not a CPU quantity"),
         (
             ["tfServing", "maxReplicas"],
-            9,
-            "tfServing.maxReplicas (9) needs one GPU node each, but gpuNodes.maxSize is",
+            2,
+            "tfServing.maxReplicas (2) + 1 surge pod need 3 GPUs but gpuNodes.maxGpus is 2",
+        ),
+        (
+            ["gateway", "maxReplicas"],
+            12,
+            "gateway.maxReplicas (12) + 1 surge pod each may need 10 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
+        ),
+        (
+            ["tfServing", "memory"],
+            "20Gi",
+            "a tfServing pod (2 CPU, 20Gi) does not fit on g4dn.xlarge",
+        ),
+        (
+            ["systemNodes", "instanceType"],
+            "t3.micro",
+            "systemNodes.instanceType t3.micro leaves",
         ),
         (
             ["publicAccessCidrs"],
             ["10.0.0.300/32"],
             "publicAccessCidrs: '10.0.0.300/32' is not a CIDR block",
         ),
+        (
+            ["adminPrincipalArns"],
+            ["bob"],
+            "adminPrincipalArns: 'bob' is not an IAM role or user ARN",
+        ),
+        (["logRetentionDays"], 10, "logRetentionDays: 10 is not a CloudWatch retention"),
         (["vpcCidr"], "8.8.0.0/16", "vpcCidr: '8.8.0.0/16' must be a private IPv4 block"),
         (["model", "name"], "Clothing Model!", "model.name: String should match pattern"),
         (["gpuNodes", "spot"], True, "gpuNodes.spot: Extra inputs are not permitted"),
@@ -79,8 +117,33 @@ def test_bad_values_name_the_key(path: list[str], value: Any, message: str) -> N
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(ConfigError) as info:
-        parse_config(values, stack="dev", region="us-east-1")
+        parse_config(values, stack="dev", region="us-east-1", today=TODAY)
     assert f"{PREFIX}{message}" in str(info.value)
+
+
+def test_versions_out_of_support_are_refused_and_near_the_end_warned() -> None:
+    values = copy.deepcopy(_values("dev"))
+    values["clusterVersion"] = "1.31"
+    parse_config(values, stack="dev", region="us-east-1", today=TODAY)  # extended, still on
+    with pytest.raises(
+        ConfigError, match=r"clusterVersion: 1.31 left EKS extended support on 2026-11-26"
+    ):
+        parse_config(values, stack="dev", region="us-east-1", today=date(2026, 11, 27))
+    assert "bills $0.60/h" in (support_warning("1.31", TODAY) or "")
+    warning = support_warning("1.34", TODAY)  # standard support ends 2026-12-02
+    assert warning and "in 7 days" in warning and "to 1.36" in warning
+    assert support_warning("1.36", TODAY) is None
+
+
+def test_high_availability_needs_two_of_everything() -> None:
+    values = copy.deepcopy(_values("prod"))
+    values["tfServing"]["minReplicas"] = 1
+    with pytest.raises(ConfigError, match=r"highAvailability needs tfServing.minReplicas >= 2"):
+        parse_config(values, stack="prod", region="us-east-1", today=TODAY)
+    values = copy.deepcopy(_values("prod"))
+    values["systemNodes"]["size"] = 1
+    with pytest.raises(ConfigError, match=r"highAvailability needs systemNodes.size >= 2"):
+        parse_config(values, stack="prod", region="us-east-1", today=TODAY)
 
 
 def test_missing_keys_and_region() -> None:

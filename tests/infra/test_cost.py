@@ -1,29 +1,48 @@
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
+from infra.capacity import INSTANCE_TYPES
 from infra.config import parse_stack_file
 from infra.cost import PRICES, estimate, main
 
 
-def test_dev_is_cheaper_than_prod_and_adds_up() -> None:
+def test_parked_minimum_and_maximum_add_up() -> None:
     dev, prod = estimate(parse_stack_file("dev")), estimate(parse_stack_file("prod"))
-    assert 0 < dev.at_desired < prod.at_desired <= prod.at_max
-    assert dev.at_desired == pytest.approx(sum(v for _, v in dev.lines))
-    nat = dict(prod.lines)["NAT gateways x3 (+ their IPv4)"]
+    for est in (dev, prod):
+        assert 0 < est.parked < est.at_min < est.at_max
+        assert est.parked == pytest.approx(sum(v for _, v in est.fixed))
+    assert dev.at_min < prod.at_min
+    nat = dict(prod.fixed)["NAT gateways x3 (+ their IPv4)"]
     assert nat == pytest.approx(3 * (PRICES["nat_gateway"] + PRICES["public_ipv4"]))
 
 
-def test_unknown_instance_type_is_named() -> None:
-    cfg = parse_stack_file("dev")
-    odd = cfg.model_copy(
-        update={"gpu_nodes": cfg.gpu_nodes.model_copy(update={"instance_types": ["g6.48xlarge"]})}
-    )
-    with pytest.raises(KeyError, match=r"g6\.48xlarge"):
-        estimate(odd)
+def test_parked_dev_pays_no_gpu() -> None:
+    est = estimate(parse_stack_file("dev"))
+    assert not any("GPU" in label or "g4dn" in label for label, _ in est.fixed)
+    assert est.parked < 0.3  # control plane, one NAT, one small node, the NLB
+    gpu = INSTANCE_TYPES["g4dn.xlarge"].hourly_usd
+    assert est.at_min - est.parked > gpu  # at minimum, one GPU node runs
+
+
+def test_highly_available_minimum_spreads_over_zones() -> None:
+    est = estimate(parse_stack_file("prod"))
+    assert dict(est.serving_min)["TF Serving nodes 2 x g4dn.xlarge"] > 0
+    assert any(label.startswith("gateway nodes 2 x") for label, _ in est.serving_min)
+
+
+def test_extended_support_is_priced_past_the_end_of_standard_support() -> None:
+    cfg = parse_stack_file("dev").model_copy(update={"cluster_version": "1.34"})
+    before, after = estimate(cfg, date(2026, 11, 30)), estimate(cfg, date(2026, 12, 3))
+    assert after.parked - before.parked == pytest.approx(0.50)
+    assert after.extended_support and not before.extended_support
+    assert "extended support" in after.fixed[0][0]
 
 
 def test_cli_prints_both_stacks(capsys: pytest.CaptureFixture[str]) -> None:
     main([])
     out = capsys.readouterr().out
     assert out.startswith("dev: $") and "\nprod: $" in out
+    assert "parked" in out and "at maximum" in out

@@ -1,6 +1,8 @@
 """Every Kubernetes object the program declares, as the manifest Pulumi would apply:
-validated against the Kubernetes OpenAPI schema of the cluster's version, and scanned
-with checkov (as are both Dockerfiles). Zero failed checks; every skip is justified."""
+built-in kinds validated against the Kubernetes OpenAPI schema of the cluster's version,
+custom resources (Karpenter's) against their CRD schemas (``crd_validation``), and all of
+them scanned with checkov (as are both Dockerfiles). Zero failed checks; every skip is
+justified."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.infra import crd_validation
 from tests.infra.harness import ROOT, StackRun
 
 CHECKOV_TIMEOUT_S = 300
@@ -34,7 +37,7 @@ def manifests(run: StackRun) -> list[dict[str, Any]]:
 
 def test_every_object_is_valid_for_the_cluster_version(run: StackRun) -> None:
     version = run.config["clothing-serving:clusterVersion"]
-    objects = manifests(run)
+    objects = [m for m in manifests(run) if not crd_validation.is_custom(m)]
     kinds = {m["kind"] for m in objects}
     assert kinds >= {
         "Namespace", "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
@@ -47,6 +50,39 @@ def test_every_object_is_valid_for_the_cluster_version(run: StackRun) -> None:
             pytest.fail(
                 f"{manifest['kind']}/{manifest['metadata']['name']}: {exc.message} at {list(exc.path)}"
             )
+
+
+def _crd_problems(objects: list[dict[str, Any]]) -> list[str]:
+    try:
+        return crd_validation.validate(objects)
+    except crd_validation.SchemaToolsMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_custom_resources_match_their_crd_schemas(stacks: dict[str, StackRun], stack: str) -> None:
+    custom = [m for m in manifests(stacks[stack]) if crd_validation.is_custom(m)]
+    assert {(m["kind"], m["metadata"]["name"]) for m in custom} == {
+        ("NodePool", "cpu"), ("NodePool", "gpu"), ("EC2NodeClass", "cpu"), ("EC2NodeClass", "gpu"),
+    }  # fmt: skip
+    assert _crd_problems(custom) == []
+
+
+def test_an_invalid_custom_resource_is_caught(stacks: dict[str, StackRun]) -> None:
+    """The CRD check itself can fail: an unknown field, and a value outside an enum."""
+    [pool] = [
+        m
+        for m in manifests(stacks["dev"])
+        if m["kind"] == "NodePool" and m["metadata"]["name"] == "gpu"
+    ]
+    typo = json.loads(json.dumps(pool))
+    typo["spec"]["template"]["spec"]["tains"] = typo["spec"]["template"]["spec"].pop("taints")
+    wrong = json.loads(json.dumps(pool))
+    wrong["metadata"]["name"] = "wrong"
+    wrong["spec"]["disruption"]["consolidationPolicy"] = "WhenUnderutilized"  # Karpenter v0.x
+    problems = _crd_problems([typo, wrong])
+    assert any("NodePool/gpu" in p and "tains" in p for p in problems), problems
+    assert any("NodePool/wrong" in p and "consolidationPolicy" in p for p in problems), problems
 
 
 def test_an_invalid_manifest_is_caught() -> None:

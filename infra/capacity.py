@@ -1,0 +1,166 @@
+"""What fits on a node: the instance types the stacks may use, what of each is left for
+pods after the node's own reservations and DaemonSets, and how many nodes a workload's
+pods need.
+
+The figures are the ones Karpenter and the EKS AMIs use:
+
+- kube-reserved CPU: 6% of the first core, 1% of the second, 0.5% of cores 3-4, 0.25%
+  above; kube-reserved memory: 255 MiB + 11 MiB per pod the node may run (the VPC CNI's
+  max pods); hard eviction at 100 MiB free (awslabs/amazon-eks-ami
+  ``nodeadm/internal/kubelet/config.go``);
+- Karpenter also sets 7.5% of memory aside for the hypervisor (``vmMemoryOverheadPercent``),
+  so its ``reference/instance-types.md`` lists t3.large as 1930m / 6837Mi allocatable;
+- the DaemonSets on every node (``NODE_DAEMONSETS``) and on GPU nodes.
+
+Prices are us-east-1 on-demand Linux list prices in USD per hour (edit for another region);
+spot is charged at on-demand here, an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+VM_MEMORY_OVERHEAD = 0.075
+EVICTION_MIB = 100
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_m: int  # millicores
+    memory_mib: int
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu_m + other.cpu_m, self.memory_mib + other.memory_mib)
+
+
+NOTHING = Resources(0, 0)
+
+
+def parse_cpu(quantity: str) -> int:
+    """Kubernetes CPU quantity -> millicores ("500m", "1", "1.5")."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a CPU quantity such as 500m or 2")
+    value = float(match.group(1))
+    return math.ceil(value if match.group(2) else value * 1000)
+
+
+_MEMORY_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def parse_memory(quantity: str) -> int:
+    """Kubernetes memory quantity -> MiB ("512Mi", "6Gi")."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti)", quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity such as 512Mi or 6Gi")
+    return math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class DaemonSet:
+    name: str
+    requests: Resources
+
+
+# On every node: what EKS's own add-ons request (aws-node: the VPC CNI chart's 25m;
+# kube-proxy: the EKS add-on's 100m; the pod identity agent requests nothing).
+NODE_DAEMONSETS = (
+    DaemonSet("aws-node", Resources(25, 0)),
+    DaemonSet("kube-proxy", Resources(100, 0)),
+    DaemonSet("eks-pod-identity-agent", Resources(0, 0)),
+)
+# On GPU nodes (AL2023 NVIDIA AMI), the device plugin this project deploys.
+DEVICE_PLUGIN = DaemonSet("nvidia-device-plugin", Resources(10, 32))
+
+
+@dataclass(frozen=True)
+class SystemPod:
+    name: str
+    requests: Resources
+
+
+# What runs on the system node group (one node must hold them all). Karpenter's requests
+# are set by this project (its docs suggest 1 CPU / 1 GiB for big clusters); CoreDNS (two
+# replicas) and metrics-server are the EKS add-ons' defaults.
+KARPENTER = SystemPod("karpenter", Resources(500, 1024))
+SYSTEM_PODS = (
+    KARPENTER,
+    SystemPod("coredns", Resources(100, 70)),
+    SystemPod("coredns", Resources(100, 70)),
+    SystemPod("metrics-server", Resources(100, 200)),
+)
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    vcpus: int
+    memory_gib: int
+    gpus: int
+    max_pods: int  # VPC CNI without prefix delegation: ENIs x (IPs per ENI - 1) + 2
+    hourly_usd: float
+
+    def _reserved_cpu_m(self) -> int:
+        tiers = ((1, 60.0), (1, 10.0), (2, 5.0))  # cores, millicores reserved per core
+        reserved, left = 0.0, self.vcpus
+        for cores, per_core in tiers:
+            taken = min(cores, left)
+            reserved += taken * per_core
+            left -= taken
+        return math.ceil(reserved + left * 2.5)
+
+    def allocatable(self, daemonsets: tuple[DaemonSet, ...]) -> Resources:
+        """What is left for workload pods after reservations and ``daemonsets``."""
+        memory = self.memory_gib * 1024 * (1 - VM_MEMORY_OVERHEAD)
+        memory -= 255 + 11 * self.max_pods + EVICTION_MIB
+        free = Resources(self.vcpus * 1000 - self._reserved_cpu_m(), math.floor(memory))
+        for ds in daemonsets:
+            free = Resources(
+                free.cpu_m - ds.requests.cpu_m, free.memory_mib - ds.requests.memory_mib
+            )
+        return free
+
+    def pods_that_fit(self, pod: Resources, gpus: int, daemonsets: tuple[DaemonSet, ...]) -> int:
+        free = self.allocatable(daemonsets)
+        counts = [
+            free.cpu_m // pod.cpu_m if pod.cpu_m else self.max_pods,
+            free.memory_mib // pod.memory_mib if pod.memory_mib else self.max_pods,
+            self.max_pods - len(daemonsets),
+        ]
+        if gpus:
+            counts.append(self.gpus // gpus)
+        return max(0, min(counts))
+
+
+INSTANCE_TYPES = {
+    t.name: t
+    for t in (
+        InstanceType("t3.micro", 2, 1, 0, 4, 0.0104),
+        InstanceType("t3.medium", 2, 4, 0, 17, 0.0416),
+        InstanceType("t3.large", 2, 8, 0, 35, 0.0832),
+        InstanceType("t3.xlarge", 4, 16, 0, 58, 0.1664),
+        InstanceType("m6i.large", 2, 8, 0, 29, 0.096),
+        InstanceType("m6i.xlarge", 4, 16, 0, 58, 0.192),
+        InstanceType("m7i.large", 2, 8, 0, 29, 0.1008),
+        InstanceType("c6i.large", 2, 4, 0, 29, 0.085),
+        InstanceType("c6i.xlarge", 4, 8, 0, 58, 0.17),
+        InstanceType("g4dn.xlarge", 4, 16, 1, 29, 0.526),
+        InstanceType("g4dn.2xlarge", 8, 32, 1, 29, 0.752),
+        InstanceType("g5.xlarge", 4, 16, 1, 58, 1.006),
+        InstanceType("g5.2xlarge", 8, 32, 1, 58, 1.212),
+        InstanceType("g6.xlarge", 4, 16, 1, 58, 0.8048),
+        InstanceType("g6.2xlarge", 8, 32, 1, 58, 0.9776),
+    )
+}
+
+
+def daemonsets_on(instance: InstanceType) -> tuple[DaemonSet, ...]:
+    return NODE_DAEMONSETS + ((DEVICE_PLUGIN,) if instance.gpus else ())
+
+
+def nodes_needed(instance: InstanceType, pod: Resources, gpus: int, pods: int) -> int:
+    """Nodes of ``instance`` that ``pods`` such pods need (math.inf-free: 0 if none fit)."""
+    per_node = instance.pods_that_fit(pod, gpus, daemonsets_on(instance))
+    return math.ceil(pods / per_node) if per_node else 0

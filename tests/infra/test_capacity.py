@@ -1,0 +1,68 @@
+"""The capacity model against published figures, and what it says about the stacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.capacity import (
+    INSTANCE_TYPES,
+    Resources,
+    daemonsets_on,
+    nodes_needed,
+    parse_cpu,
+    parse_memory,
+)
+from infra.config import parse_stack_file
+
+
+@pytest.mark.parametrize(
+    ("name", "cpu_m", "memory_mib"),
+    [
+        # Karpenter's reference/instance-types.md (allocatable, before DaemonSets)
+        ("t3.large", 1930, 6837),
+        ("m6i.large", 1930, 6903),
+        ("g4dn.xlarge", 3920, 14481),
+        ("g4dn.2xlarge", 7910, 29636),
+    ],
+)
+def test_allocatable_matches_karpenters_figures(name: str, cpu_m: int, memory_mib: int) -> None:
+    assert INSTANCE_TYPES[name].allocatable(()) == Resources(cpu_m, memory_mib)
+
+
+def test_one_one_cpu_gateway_pod_per_m6i_large() -> None:
+    """The review's finding: after the node's own pods, an m6i.large holds one 1-CPU pod."""
+    node = INSTANCE_TYPES["m6i.large"]
+    assert node.pods_that_fit(Resources(1000, 1024), 0, daemonsets_on(node)) == 1
+    assert nodes_needed(node, Resources(1000, 1024), 0, 11) == 11
+
+
+def test_gpu_pods_are_limited_by_gpus() -> None:
+    node = INSTANCE_TYPES["g4dn.2xlarge"]  # 8 vCPUs, 1 GPU
+    assert node.pods_that_fit(Resources(2000, 6144), 1, daemonsets_on(node)) == 1
+    assert node.pods_that_fit(Resources(2000, 6144), 0, daemonsets_on(node)) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "millicores"), [("500m", 500), ("2", 2000), ("1.5", 1500), ("250m", 250)]
+)
+def test_cpu_quantities(text: str, millicores: int) -> None:
+    assert parse_cpu(text) == millicores
+
+
+def test_memory_quantities() -> None:
+    assert parse_memory("512Mi") == 512
+    assert parse_memory("6Gi") == 6144
+    with pytest.raises(ValueError, match="not a memory quantity"):
+        parse_memory("6G")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stacks_fit_their_maximum_plus_a_surge(stack: str) -> None:
+    """What the config check enforces, spelled out for the committed stacks."""
+    cfg = parse_stack_file(stack)
+    assert cfg.tf_serving.max_replicas + 1 <= cfg.gpu_nodes.max_gpus
+    worst = max(
+        nodes_needed(t, cfg.gateway.requests, 0, cfg.gateway.max_replicas + 1) * t.vcpus
+        for t in cfg.cpu_nodes.types
+    )
+    assert worst <= cfg.cpu_nodes.max_vcpus
