@@ -25,7 +25,7 @@ TF_SERVING_RUNTIME := $(CURDIR)/.tools/tf-serving-runtime/bin/python
 # The schemas of the custom resources the Pulumi program declares (npm packages).
 CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
 
-.PHONY: setup venv test lint pytest run model stubs bench load cost clean FORCE
+.PHONY: setup venv test lint pytest run model stubs fuzz bench load cost clean FORCE
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
@@ -51,7 +51,8 @@ $(CRD_SCHEMAS): tests/crds/package-lock.json
 venv: | $(UV) ## .venv from uv.lock (all dependency groups)
 	$(UV) sync --locked
 
-setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas)
+setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas, nginx)
+	bash tools/install-nginx.sh
 
 lint: setup ## ruff + mypy
 	$(UV) run --locked ruff check .
@@ -62,6 +63,19 @@ pytest: setup
 	$(UV) run --locked pytest
 
 test: lint pytest ## what CI runs
+
+# Longer, random-seeded runs of the coverage-guided fuzz targets (tests/fuzz); the test
+# suite runs each from a fixed seed for a few seconds. FUZZ_TARGET=decode runs just one.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGET ?= decode url body predict_response
+fuzz: setup ## fuzz the gateway's parsers for FUZZ_SECONDS each (crashes land in .cache/fuzz)
+	mkdir -p $(MODEL_CACHE)/fuzz
+	for target in $(FUZZ_TARGET); do \
+	  $(UV) run --locked python -m tests.fuzz.seeds $$target $(MODEL_CACHE)/fuzz/$$target-corpus && \
+	  $(UV) run --locked python -m tests.fuzz $$target -max_total_time=$(FUZZ_SECONDS) -timeout=5 \
+	    -rss_limit_mb=2048 -artifact_prefix=$(MODEL_CACHE)/fuzz/ $(MODEL_CACHE)/fuzz/$$target-corpus \
+	    || exit 1; \
+	done
 
 stubs: setup ## regenerate the gateway's TF Serving stubs
 	$(UV) run --locked python services/gateway/tools/generate_stubs.py

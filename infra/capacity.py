@@ -75,6 +75,10 @@ NODE_DAEMONSETS = (
 DEVICE_PLUGIN = DaemonSet("nvidia-device-plugin", Resources(10, 32))
 
 
+# The nginx sidecar in front of every gateway pod (requests; nginx idles at a few MiB).
+PROXY_SIDECAR = Resources(50, 64)
+
+
 @dataclass(frozen=True)
 class SystemPod:
     name: str

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,8 +31,12 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.settings import Settings as GatewaySettings
+from gateway.settings import SettingsError
 from infra.capacity import (
     INSTANCE_TYPES,
+    NOTHING,
+    PROXY_SIDECAR,
     SYSTEM_PODS,
     InstanceType,
     Resources,
@@ -189,6 +194,23 @@ class ModelConfig(_Strict):
 _ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
 
 
+class GatewayScalingConfig(ScalingConfig):
+    """The gateway's pods. Their memory must hold what the gateway itself requires of its
+    container (it sizes its decoding budget from the limit, and refuses to start on too
+    little): checked here with the gateway's own settings code, at preview."""
+
+    memory: str = "1Gi"
+
+    @model_validator(mode="after")
+    def _decode_memory(self) -> GatewayScalingConfig:
+        limit = parse_memory(self.memory) * 2**20
+        try:
+            GatewaySettings.from_env({}, memory_limit=lambda: limit)
+        except SettingsError as exc:
+            raise ValueError(f"memory {self.memory} is too little for the gateway: {exc}") from None
+        return self
+
+
 class StackConfig(_Strict):
     stack: str
     region: str
@@ -207,7 +229,7 @@ class StackConfig(_Strict):
     system_nodes: SystemNodesConfig = Field(alias="systemNodes", default_factory=SystemNodesConfig)
     cpu_nodes: CpuPoolConfig = Field(alias="cpuNodes")
     gpu_nodes: GpuPoolConfig = Field(alias="gpuNodes")
-    gateway: ScalingConfig
+    gateway: GatewayScalingConfig
     tf_serving: ScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
 
@@ -278,30 +300,51 @@ class StackConfig(_Strict):
         return self
 
     @property
-    def tf_serving_pool(self) -> PoolConfig:
-        return self.gpu_nodes if self.model.on_gpu else self.cpu_nodes
+    def tiers(self) -> tuple[Tier, Tier]:
+        """The gateway and TF Serving: their pods and the pool each runs in."""
+        on_gpu = self.model.on_gpu
+        return (
+            Tier("gateway", self.gateway, "cpuNodes", self.cpu_nodes, 0, PROXY_SIDECAR),
+            Tier(
+                "tfServing",
+                self.tf_serving,
+                "gpuNodes" if on_gpu else "cpuNodes",
+                self.gpu_nodes if on_gpu else self.cpu_nodes,
+                1 if on_gpu else 0,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Tier:
+    key: str  # the config key of its scaling
+    scaling: ScalingConfig
+    pool_key: str
+    pool: PoolConfig
+    gpus: int  # per pod
+    sidecars: Resources = NOTHING
 
     @property
-    def tf_serving_gpus(self) -> int:
-        return 1 if self.model.on_gpu else 0
+    def pod_requests(self) -> Resources:
+        return self.scaling.requests + self.sidecars
 
 
 def check_capacity(cfg: StackConfig) -> None:
     """Each pod fits on each instance type its pool may launch, and each autoscaler's
     maximum plus a surge pod fits within its pool's limit (ValueError naming the keys)."""
-    workloads: list[tuple[str, ScalingConfig, str, PoolConfig, int]] = [
-        ("gateway", cfg.gateway, "cpuNodes", cfg.cpu_nodes, 0)
-    ]
-    tf_key = "gpuNodes" if cfg.model.on_gpu else "cpuNodes"
-    workloads.append(
-        ("tfServing", cfg.tf_serving, tf_key, cfg.tf_serving_pool, cfg.tf_serving_gpus)
-    )
     vcpus_needed, cpu_keys = 0, []
-    for key, scaling, pool_key, pool, gpus in workloads:
+    for tier in cfg.tiers:
+        key, scaling, pool_key, pool, gpus = (
+            tier.key,
+            tier.scaling,
+            tier.pool_key,
+            tier.pool,
+            tier.gpus,
+        )
         pods = scaling.max_replicas + SURGE_PODS
         worst_vcpus = 0
         for instance in pool.types:
-            nodes = nodes_needed(instance, scaling.requests, gpus, pods)
+            nodes = nodes_needed(instance, tier.pod_requests, gpus, pods)
             if not nodes:
                 free = instance.allocatable(daemonsets_on(instance))
                 raise ValueError(
@@ -321,7 +364,7 @@ def check_capacity(cfg: StackConfig) -> None:
             vcpus_needed += worst_vcpus
             cpu_keys.append(f"{key}.maxReplicas ({scaling.max_replicas})")
     system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
-    needed = sum((pod.requests for pod in SYSTEM_PODS), Resources(0, 0))
+    needed = sum((pod.requests for pod in SYSTEM_PODS), NOTHING)
     free = system.allocatable(daemonsets_on(system))
     if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
         raise ValueError(

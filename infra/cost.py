@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from infra.capacity import INSTANCE_TYPES, InstanceType, nodes_needed
-from infra.config import PoolConfig, ScalingConfig, StackConfig, parse_stack_file
+from infra.config import StackConfig, Tier, parse_stack_file
 from infra.eks_versions import VERSIONS
 
 PRICES = {
@@ -56,14 +56,14 @@ def _node_hour(instance: InstanceType, disk_gb: int) -> float:
     return instance.hourly_usd + disk_gb * PRICES["gp3_gb"]
 
 
-def _cheapest(
-    pool: PoolConfig, scaling: ScalingConfig, gpus: int, pods: int, spread: int
-) -> tuple[str, float]:
-    """The cheapest nodes of ``pool`` that hold ``pods``, on at least ``spread`` nodes."""
+def _cheapest(tier: Tier, zones: int) -> tuple[str, float]:
+    """The cheapest nodes of the tier's pool that hold its minimum of pods, spread over
+    ``zones`` nodes at least."""
+    pods = tier.scaling.min_replicas
     options = []
-    for instance in pool.types:
-        nodes = max(nodes_needed(instance, scaling.requests, gpus, pods), spread)
-        options.append((nodes * _node_hour(instance, pool.disk_size_gb), nodes, instance.name))
+    for instance in tier.pool.types:
+        nodes = max(nodes_needed(instance, tier.pod_requests, tier.gpus, pods), min(pods, zones))
+        options.append((nodes * _node_hour(instance, tier.pool.disk_size_gb), nodes, instance.name))
     cost, nodes, name = min(options)
     return f"{nodes} x {name}", cost
 
@@ -103,13 +103,9 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     ]
     # highly available: the pods are spread over zones, so over that many nodes at least
     zones = cfg.availability_zones if cfg.high_availability else 1
-    gateway, tf = cfg.gateway, cfg.tf_serving
-    gw_label, gw_cost = _cheapest(
-        cfg.cpu_nodes, gateway, 0, gateway.min_replicas, min(gateway.min_replicas, zones)
-    )
-    tf_label, tf_cost = _cheapest(
-        cfg.tf_serving_pool, tf, cfg.tf_serving_gpus, tf.min_replicas, min(tf.min_replicas, zones)
-    )
+    gateway, tf = cfg.tiers
+    gw_label, gw_cost = _cheapest(gateway, zones)
+    tf_label, tf_cost = _cheapest(tf, zones)
     serving_min = [
         (f"gateway nodes {gw_label}", gw_cost),
         (f"TF Serving nodes {tf_label}", tf_cost),

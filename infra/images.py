@@ -148,6 +148,12 @@ def gateway_build(root: Path = REPO_ROOT) -> ImageBuild:
     return ImageBuild(dockerfile=root / "services" / "gateway" / "Dockerfile", context=root)
 
 
+def proxy_build(root: Path = REPO_ROOT) -> ImageBuild:
+    return ImageBuild(
+        dockerfile=root / "services" / "gateway" / "proxy" / "Dockerfile", context=root
+    )
+
+
 def model_build(export: ModelExport, on_gpu: bool, root: Path = REPO_ROOT) -> ImageBuild:
     return ImageBuild(
         dockerfile=root / "services" / "tf-serving" / "Dockerfile",
@@ -170,24 +176,28 @@ class ImageRegistry(pulumi.ComponentResource):
     ) -> None:
         super().__init__("clothing:infra:ImageRegistry", name, None, opts)
         self.gateway_repo = self._repository(f"{cluster_name}-gateway")
+        self.proxy_repo = self._repository(f"{cluster_name}-gateway-proxy")
         self.model_repo = self._repository(f"{cluster_name}-model")
         self.gateway_image = self._image("gateway", self.gateway_repo, gateway_build())
+        self.proxy_image = self._image("proxy", self.proxy_repo, proxy_build())
         self.model_image = self._image("model", self.model_repo, model_build(export, model_on_gpu))
         # Deployments pull by digest: what was pushed, never a moving tag.
-        self.gateway_ref = pulumi.Output.concat(
-            self.gateway_repo.repository_url, "@", self.gateway_image.digest
-        )
-        self.model_ref = pulumi.Output.concat(
-            self.model_repo.repository_url, "@", self.model_image.digest
-        )
+        self.gateway_ref = self._ref(self.gateway_repo, self.gateway_image)
+        self.proxy_ref = self._ref(self.proxy_repo, self.proxy_image)
+        self.model_ref = self._ref(self.model_repo, self.model_image)
         self.register_outputs(
             {
                 "gateway_repository": self.gateway_repo.repository_url,
                 "model_repository": self.model_repo.repository_url,
                 "gateway_image": self.gateway_ref,
+                "proxy_image": self.proxy_ref,
                 "model_image": self.model_ref,
             }
         )
+
+    @staticmethod
+    def _ref(repo: aws.ecr.Repository, image: docker_build.Image) -> pulumi.Output[str]:
+        return pulumi.Output.concat(repo.repository_url, "@", image.digest)
 
     def _repository(self, repo_name: str) -> aws.ecr.Repository:
         repo = aws.ecr.Repository(

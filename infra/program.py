@@ -79,6 +79,7 @@ def main() -> dict[str, pulumi.Output[Any]]:
         model_name=export.name,
         model_image=images.model_ref,
         gateway_image=images.gateway_ref,
+        proxy_image=images.proxy_ref,
         model_on_gpu=cfg.model.on_gpu,
         gateway=cfg.gateway,
         tf_serving=cfg.tf_serving,
@@ -95,6 +96,7 @@ def main() -> dict[str, pulumi.Output[Any]]:
         "model_repository_url": images.model_repo.repository_url,
         "gateway_image": images.gateway_ref,
         "model_image": images.model_ref,
+        "proxy_image": images.proxy_ref,
         "model_version": pulumi.Output.from_input(export.version),
         "parked": pulumi.Output.from_input(cfg.parked),
     }

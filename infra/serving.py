@@ -45,6 +45,7 @@ class Serving(pulumi.ComponentResource):
         model_name: str,
         model_image: pulumi.Input[str],
         gateway_image: pulumi.Input[str],
+        proxy_image: pulumi.Input[str],
         model_on_gpu: bool,
         gateway: ScalingConfig,
         tf_serving: ScalingConfig,
@@ -124,7 +125,9 @@ class Serving(pulumi.ComponentResource):
         self.gateway = deployment(
             GATEWAY,
             self.ns,
-            gateway_pod(gateway_image, self.model_target, model_name, gateway, placement),
+            gateway_pod(
+                gateway_image, proxy_image, self.model_target, model_name, gateway, placement
+            ),
             placement,
             GATEWAY_TIMEOUT_S,
             after_model,

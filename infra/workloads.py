@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.capacity import PROXY_SIDECAR
 from infra.cluster import CPU_LABELS, GPU_LABELS, GPU_TAINT_KEY
 from infra.config import ScalingConfig
 
 GRPC_PORT = 8500
 REST_PORT = 8501
-GATEWAY_PORT = 9696
+GATEWAY_PORT = 9696  # the pod's port: the proxy (services/gateway/proxy/nginx.conf)
+GUNICORN_PORT = 8000  # gunicorn, on the pod's loopback, behind the proxy
 APP_UID = 10001
 TMP = "/tmp"  # noqa: S108  (an emptyDir per pod: the root filesystem is read-only)
 ZONE = "topology.kubernetes.io/zone"
@@ -197,43 +199,78 @@ def tf_serving_pod(
 
 def gateway_pod(
     image: pulumi.Input[str],
+    proxy_image: pulumi.Input[str],
     model_target: pulumi.Input[str],
     model_name: str,
     scaling: ScalingConfig,
     placement: Placement,
 ) -> core.PodSpecArgs:
+    """gunicorn on the pod's loopback, and nginx in front of it on the pod's port: slow or
+    broken clients tie up nginx connections, never gunicorn threads."""
     tmp_vol, tmp_mount = tmp_volume()
     env: dict[str, pulumi.Input[str]] = {
         "TF_SERVING_HOST": model_target,
         "GRPC_LB_POLICY": "round_robin",
         # Which model to call; what it takes and returns comes from its signature.
         "MODEL_NAME": model_name,
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "8",
+        "HOST": "127.0.0.1",
+        "PORT": str(GUNICORN_PORT),
         "PROMETHEUS_MULTIPROC_DIR": f"{TMP}/gateway-metrics",
     }
-    container = core.ContainerArgs(
+    # Ready when the whole path answers: nginx, gunicorn, the model.
+    ready = core.ProbeArgs(
+        http_get=core.HTTPGetActionArgs(path="/readyz", port="http"),
+        period_seconds=5,
+        timeout_seconds=3,
+        failure_threshold=2,
+    )
+    # gunicorn's liveness from inside the pod (it only listens on loopback).
+    alive_script = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{GUNICORN_PORT}/healthz', timeout=2)"
+    )
+    gateway = core.ContainerArgs(
         name=GATEWAY.name,
         image=image,
         image_pull_policy="Always",
-        ports=[core.ContainerPortArgs(name="http", container_port=GATEWAY_PORT)],
         env=[core.EnvVarArgs(name=k, value=v) for k, v in env.items()],
         resources=resources(scaling),
-        readiness_probe=core.ProbeArgs(
-            http_get=core.HTTPGetActionArgs(path="/readyz", port="http"),
-            period_seconds=5,
-            timeout_seconds=3,
-            failure_threshold=2,
-        ),
+        readiness_probe=ready,
         liveness_probe=core.ProbeArgs(
-            http_get=core.HTTPGetActionArgs(path="/healthz", port="http"),
+            exec_=core.ExecActionArgs(command=["python", "-c", alive_script]),
             period_seconds=10,
-            timeout_seconds=3,
+            timeout_seconds=5,
             failure_threshold=3,
         ),
         # Give the load balancer time to stop sending before gunicorn drains.
         lifecycle=core.LifecycleArgs(
             pre_stop=core.LifecycleHandlerArgs(sleep=core.SleepActionArgs(seconds=10))
+        ),
+        security_context=restricted_container_context(),
+        volume_mounts=[tmp_mount],
+    )
+    proxy_requests = {
+        "cpu": f"{PROXY_SIDECAR.cpu_m}m",
+        "memory": f"{PROXY_SIDECAR.memory_mib}Mi",
+    }
+    proxy = core.ContainerArgs(
+        name="proxy",
+        image=proxy_image,
+        image_pull_policy="Always",
+        ports=[core.ContainerPortArgs(name="http", container_port=GATEWAY_PORT)],
+        resources=core.ResourceRequirementsArgs(
+            requests=proxy_requests, limits={"cpu": "500m", "memory": "256Mi"}
+        ),
+        readiness_probe=ready,
+        liveness_probe=core.ProbeArgs(
+            http_get=core.HTTPGetActionArgs(path="/nginx-healthz", port="http"),
+            period_seconds=10,
+            timeout_seconds=3,
+            failure_threshold=3,
+        ),
+        # Keep accepting while the load balancer deregisters the pod, then drain.
+        lifecycle=core.LifecycleArgs(
+            pre_stop=core.LifecycleHandlerArgs(sleep=core.SleepActionArgs(seconds=15))
         ),
         security_context=restricted_container_context(),
         volume_mounts=[tmp_mount],
@@ -245,6 +282,6 @@ def gateway_pod(
         node_selector=CPU_LABELS,
         topology_spread_constraints=zone_spread(GATEWAY, placement),
         termination_grace_period_seconds=40,
-        containers=[container],
+        containers=[gateway, proxy],
         volumes=[tmp_vol],
     )

@@ -251,6 +251,7 @@ def test_unknown_route_and_method(client: FlaskClient) -> None:
     _error(client.get("/predict"), 405, "method_not_allowed")
 
 
+@pytest.mark.allow_internal_error
 def test_unexpected_exception_is_json_500(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

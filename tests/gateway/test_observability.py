@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
+from gateway.logs import configure_logging
 from gateway.openapi import openapi_document
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES
@@ -112,3 +114,19 @@ def test_error_docs_come_from_the_registry() -> None:
         if int(status) >= 400
     }
     assert {str(kind.status) for code, kind in ERRORS.items()} - {"404", "405"} <= described
+
+
+def test_pillows_warnings_about_client_images_are_not_logged() -> None:
+    """A warning per hostile image would be a log line per request at the client's rate."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        configure_logging()
+        warnings.warn_explicit(
+            "Tag data larger than file", UserWarning, "TiffImagePlugin.py", 1,
+            module="PIL.TiffImagePlugin",
+        )  # fmt: skip
+        warnings.warn_explicit(
+            "Image size exceeds limit", RuntimeWarning, "Image.py", 1, module="PIL.Image"
+        )
+        warnings.warn_explicit("ours", UserWarning, "gateway.py", 1, module="gateway.app")
+    assert [str(w.message) for w in seen] == ["ours"]

@@ -74,6 +74,12 @@ def test_committed_stacks_are_valid_and_current(stack: str) -> None:
         ),
         (["gateway", "minReplicas"], 5, "gateway: need minReplicas <= maxReplicas"),
         (["gateway", "cpu"], "lots", "gateway.cpu: 'lots' is not a CPU quantity"),
+        (  # the gateway's own start-up check, run at preview
+            ["gateway", "memory"],
+            "512Mi",
+            "gateway: memory 512Mi is too little for the gateway: the container's memory "
+            "limit (512 MiB) leaves 0 MiB per worker for decoding",
+        ),
         (
             ["tfServing", "maxReplicas"],
             2,
@@ -82,7 +88,7 @@ def test_committed_stacks_are_valid_and_current(stack: str) -> None:
         (
             ["gateway", "maxReplicas"],
             12,
-            "gateway.maxReplicas (12) + 1 surge pod each may need 10 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
+            "gateway.maxReplicas (12) + 1 surge pod each may need 12 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
         ),
         (
             ["tfServing", "memory"],
@@ -212,3 +218,15 @@ def test_entry_point_reports_bad_config_without_a_traceback(
     assert info.value.code == 1
     assert "clothing-serving:gpuNodes.capacityType" in logged[0]
     assert mocks.resources == []
+
+
+def test_compose_gives_the_gateway_the_memory_of_a_pod() -> None:
+    """`make run` sizes the gateway's decoding budget as the cluster does."""
+    from infra.capacity import parse_memory
+    from infra.config import GatewayScalingConfig
+    from tests.support.compose import compose_services
+
+    mem_limit = compose_services()["gateway"]["mem_limit"]
+    assert mem_limit.endswith("g")
+    pod_default = GatewayScalingConfig(minReplicas=1, maxReplicas=1).memory
+    assert int(mem_limit[:-1]) * 1024 == parse_memory(pod_default)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.images import ImageBuild, gateway_build, model_build
+from infra.images import ImageBuild, gateway_build, model_build, proxy_build
 from infra.model_export import ModelExport
 from tests.infra.harness import ROOT
 
@@ -39,7 +39,11 @@ def _checkout(root: Path) -> Path:
 
 def _builds(root: Path) -> dict[str, ImageBuild]:
     export = ModelExport("clothing-model", 1, root / "services" / "tf-serving" / "models")
-    return {"gateway": gateway_build(root), "model": model_build(export, True, root)}
+    return {
+        "gateway": gateway_build(root),
+        "proxy": proxy_build(root),
+        "model": model_build(export, True, root),
+    }
 
 
 def _tags(root: Path) -> dict[str, str]:
@@ -61,7 +65,7 @@ def _copied_sources(dockerfile: Path) -> list[str]:
     return sources
 
 
-@pytest.mark.parametrize("image", ["gateway", "model"])
+@pytest.mark.parametrize("image", ["gateway", "proxy", "model"])
 def test_each_context_sends_what_its_dockerfile_copies_and_nothing_else(
     repo: Path, image: str
 ) -> None:
@@ -85,6 +89,7 @@ INSIDE = {
         "services/gateway/src/gateway/openapi.json",
         "services/tf-serving/pyproject.toml",
     ],
+    "proxy": ["services/gateway/proxy/nginx.conf"],
     "model": [
         "services/tf-serving/config/batching_parameters.txt",
         "services/tf-serving/models/models.config",
@@ -94,6 +99,7 @@ INSIDE = {
 }
 OUTSIDE = {
     "gateway": [
+        "services/gateway/proxy/nginx.conf",
         "README.md",
         "infra/config.py",
         "services/gateway/README.md",
@@ -102,6 +108,7 @@ OUTSIDE = {
         "services/tf-serving/config/batching_parameters.txt",
         "services/tf-serving/models/clothing-model/1/saved_model.pb",
     ],
+    "proxy": ["pyproject.toml", "uv.lock", "services/gateway/src/gateway/app.py"],
     "model": [
         "README.md",
         "pyproject.toml",
@@ -127,10 +134,14 @@ def test_an_edit_inside_a_build_changes_its_tag(repo: Path, image: str, path: st
     assert _tags(repo)[image] not in (before, after_edit)
 
 
-DOCKERFILES = {"gateway": "services/gateway/Dockerfile", "model": "services/tf-serving/Dockerfile"}
+DOCKERFILES = {
+    "gateway": "services/gateway/Dockerfile",
+    "proxy": "services/gateway/proxy/Dockerfile",
+    "model": "services/tf-serving/Dockerfile",
+}
 
 
-@pytest.mark.parametrize("image", ["gateway", "model"])
+@pytest.mark.parametrize("image", ["gateway", "proxy", "model"])
 def test_the_dockerfile_and_its_ignore_file_change_the_tag_when_the_build_changes(
     repo: Path, image: str
 ) -> None:

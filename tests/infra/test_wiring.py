@@ -205,7 +205,7 @@ def test_services_select_their_pods_and_target_real_ports(run: StackRun) -> None
         container_ports = {
             p["name"]: p["containerPort"]
             for c in deployment["spec"]["template"]["spec"]["containers"]
-            for p in c["ports"]
+            for p in c.get("ports", [])
         }
         for port in spec["ports"]:
             target = port["targetPort"]
@@ -226,6 +226,20 @@ def test_service_types(run: StackRun) -> None:
     )
     annotations = run.one("kubernetes:core/v1:Service", "gateway").inputs["metadata"]["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+
+
+def test_the_proxy_fronts_gunicorn_in_the_gateway_pod(run: StackRun) -> None:
+    """The Service reaches nginx; gunicorn listens on the pod's loopback, where nginx's
+    upstream points (services/gateway/proxy/nginx.conf)."""
+    from tests.gateway.test_proxy import nginx_ports
+
+    gateway, proxy = _pod(run, "gateway")["containers"]
+    assert proxy["name"] == "proxy" and "ports" not in gateway
+    listen, upstream = nginx_ports()
+    assert [p["containerPort"] for p in proxy["ports"]] == [listen]
+    env = _env(run, "gateway")
+    assert (env["HOST"], int(env["PORT"])) == upstream
+    assert proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the whole path
 
 
 def test_gateway_env_points_at_the_headless_service(run: StackRun) -> None:
@@ -256,11 +270,12 @@ def test_images_are_the_pushed_digests(run: StackRun) -> None:
         assert image.inputs["registries"][0]["address"] == repo_url
         assert image.inputs["cacheFrom"][0]["registry"]["ref"] == f"{repo_url}:buildcache"
         pushed[repo_url] = f"{repo_url}@{image.outputs['digest']}"
-    for app, repo in (
-        ("gateway", f"clothing-{run.stack}-gateway"),
-        ("tf-serving", f"clothing-{run.stack}-model"),
+    for app, container, repo in (
+        ("gateway", 0, f"clothing-{run.stack}-gateway"),
+        ("gateway", 1, f"clothing-{run.stack}-gateway-proxy"),
+        ("tf-serving", 0, f"clothing-{run.stack}-model"),
     ):
-        image = _pod(run, app)["containers"][0]["image"]
+        image = _pod(run, app)["containers"][container]["image"]
         assert image == pushed[repos[repo]]
         assert "@sha256:" in image
     assert run.outputs["gateway_image"] == pushed[repos[f"clothing-{run.stack}-gateway"]]
@@ -272,6 +287,7 @@ def test_image_builds_do_not_depend_on_the_checkout_path(run: StackRun, export_d
     builds nothing."""
     expected = {
         "gateway-image": (ROOT, ROOT / "services" / "gateway" / "Dockerfile", {}),
+        "proxy-image": (ROOT, ROOT / "services" / "gateway" / "proxy" / "Dockerfile", {}),
         "model-image": (
             ROOT, ROOT / "services" / "tf-serving" / "Dockerfile", {"models": export_dir},
         ),
@@ -296,7 +312,7 @@ def test_ecr_repositories_are_safe_to_destroy(run: StackRun) -> None:
         assert repo.inputs["forceDelete"] is True
         assert repo.inputs["imageScanningConfiguration"]["scanOnPush"] is True
         assert repo.inputs["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
-    assert len(run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 2
+    assert len(run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 3
 
 
 def test_hpas_own_the_replica_counts(run: StackRun) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from flask import Flask
 
+from gateway.decode_memory import MIB
 from gateway.errors import register_error_handlers
 from gateway.fetch import SafeFetcher
 from gateway.logs import configure_logging
 from gateway.observability import register_request_hooks
+from gateway.request_body import register_body_reader
 from gateway.routes import api
 from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
@@ -27,6 +29,12 @@ def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = gateway
     register_request_hooks(app, gateway.metrics, log)
+    register_body_reader(app, settings.max_request_bytes)
     register_error_handlers(app, gateway.metrics, log, settings.max_request_bytes)
     app.register_blueprint(api)
+    memory = settings.decode_memory
+    log.info(
+        "decode memory",
+        extra={"budget_mib": memory.budget_bytes // MIB, "source": memory.source},
+    )
     return app

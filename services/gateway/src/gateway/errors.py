@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from gateway.logs import UNHANDLED_ERROR
 from gateway.metrics import Metrics
 
 
@@ -39,12 +40,16 @@ ERRORS: dict[str, ErrorKind] = {
         "download over MAX_IMAGE_BYTES, more pixels than MAX_IMAGE_PIXELS, or over the "
         "decoding memory budget",
     ),
+    "request_head_too_large": ErrorKind(431, "request line or headers over the proxy's limit"),
     "unsupported_media_type": ErrorKind(415, "the bytes are not a JPEG, PNG, WebP or GIF image"),
     "unsupported_content_type": ErrorKind(
         415, "request Content-Type is not JSON, multipart/form-data or image/*"
     ),
     "undecodable_image": ErrorKind(422, "looks like an image but cannot be decoded"),
     "internal_error": ErrorKind(500, "a bug (logged with a traceback); the worker keeps serving"),
+    "unsupported_protocol": ErrorKind(
+        501, "a Transfer-Encoding or HTTP version the proxy does not implement"
+    ),
     "download_failed": ErrorKind(502, "the image host failed, refused or answered nonsense"),
     "too_many_redirects": ErrorKind(502, "the image URL redirected more than MAX_REDIRECTS times"),
     "model_error": ErrorKind(502, "the model server answered with an error or a malformed reply"),
@@ -55,6 +60,12 @@ ERRORS: dict[str, ErrorKind] = {
         503, "model server down, model not loaded, or overloaded (with Retry-After)"
     ),
     "not_ready": ErrorKind(503, "/readyz: the model cannot be served yet (with Retry-After)"),
+    "server_unavailable": ErrorKind(
+        503, "the gateway's workers did not answer the proxy in front (with Retry-After)"
+    ),
+    "decoder_busy": ErrorKind(
+        503, "the worker's memory for decoding is taken by other large images (with Retry-After)"
+    ),
     "download_timeout": ErrorKind(504, "the image download passed its deadline"),
     "model_timeout": ErrorKind(504, "the model call passed its deadline (with Retry-After)"),
 }
@@ -116,7 +127,7 @@ def register_error_handlers(
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
+        log.exception(UNHANDLED_ERROR)
         return respond(ApiError("internal_error", "internal error"))
 
 

@@ -13,19 +13,28 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
+
+import idna
 
 from gateway.errors import ApiError
 from gateway.netguard import AccessPolicy, BlockedAddressError, IPAddress
 
 Resolver = Callable[[str, int], list[IPAddress]]
 MAX_URL_LENGTH = 2048
+# RFC 3986 characters a path may carry as they are (``%`` keeps existing escapes)
+# A DNS label as hosts are really named: letters, digits, hyphens, and the underscores
+# some real hosts use (RFC 2181 allows them; resolvers pass them through).
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 _CHUNK = 64 * 1024
 
 
@@ -63,8 +72,42 @@ class _Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+def _ascii_host(host: str) -> str:
+    """The host as it goes to DNS, TLS and the Host header: IP literals as they are, other
+    names with each non-ASCII label in IDNA (``bücher.example`` -> ``xn--bcher-kva.example``,
+    UTS 46 mapping, as browsers do)."""
+    host = host.removesuffix(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+            raise ApiError("invalid_url", "IPv6 zone identifiers are not accepted")
+        return host
+    try:
+        if not host.isascii():
+            mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+            labels = mapped.split(".")
+            host = ".".join(
+                label if label.isascii() else idna.alabel(label).decode() for label in labels
+            )
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ApiError("invalid_url", f"host is not a valid domain name: {exc}") from None
+    labels = host.split(".")
+    if len(host) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        raise ApiError("invalid_url", "host is not a valid domain name (empty or long label)")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise ApiError(
+            "invalid_url", "host is not a valid domain name (letters, digits, '-' and '_' only)"
+        )
+    return host
+
+
 def parse_url(url: str) -> _Target:
-    """Validate a URL's form; raises ApiError(400) with the reason."""
+    """Validate a URL's form; raises ApiError(400) with the reason. Non-ASCII characters
+    (an IRI) are allowed: the host goes to IDNA, the path and query are percent-encoded as
+    UTF-8, as a browser would send them."""
     if len(url) > MAX_URL_LENGTH:
         raise ApiError("invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
@@ -83,10 +126,11 @@ def parse_url(url: str) -> _Target:
         raise ApiError("invalid_url", "URL has no host")
     if port == 0:
         raise ApiError("invalid_url", "port 0 is not a valid port")
-    path = parts.path or "/"
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        path += "?" + parts.query
-    return _Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80), path)
+        path += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
+    host = _ascii_host(parts.hostname)
+    return _Target(scheme, host, port or (443 if scheme == "https" else 80), path)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -120,16 +164,26 @@ class SafeFetcher:
     def fetch(self, url: str) -> bytes:
         """The response body of ``url`` after following allowed redirects."""
         deadline = time.monotonic() + self.limits.total_timeout_s
+        target = parse_url(url)
         for _hop in range(self.limits.max_redirects + 1):
-            target = parse_url(url)
             location = self._fetch_once(target, deadline)
             if isinstance(location, bytes):
                 return location
-            url = urljoin(url, location)
+            url, target = self._redirect(url, location)
         raise ApiError(
             "too_many_redirects",
             f"image URL redirected more than {self.limits.max_redirects} times",
         )
+
+    @staticmethod
+    def _redirect(base: str, location: str) -> tuple[str, _Target]:
+        """Where a redirect points; a Location that is no usable URL is the host's fault."""
+        try:
+            url = urljoin(base, location)
+            return url, parse_url(url)
+        except (ValueError, ApiError) as exc:
+            reason = exc.message if isinstance(exc, ApiError) else str(exc)
+            raise ApiError("download_failed", f"redirect to an invalid URL: {reason}") from None
 
     def _addresses(self, target: _Target) -> list[IPAddress]:
         try:
@@ -194,7 +248,8 @@ class SafeFetcher:
             if not 200 <= response.status < 300:
                 raise ApiError("download_failed", f"image host answered HTTP {response.status}")
             return self._read_body(response, deadline)
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+            # (http.client raises ValueError for a malformed chunk size)
             if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
                 raise ApiError(
                     "download_timeout",
@@ -207,8 +262,13 @@ class SafeFetcher:
 
     def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
         cap = self.limits.max_bytes
-        declared = response.getheader("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
+        header = response.getheader("Content-Length")
+        declared: int | None = None
+        if header is not None and not response.chunked:
+            if not _CONTENT_LENGTH.fullmatch(header.strip()):
+                raise ApiError("download_failed", "image host sent a malformed Content-Length")
+            declared = int(header)
+        if declared is not None and declared > cap:
             raise _too_large(cap)
         chunks: list[bytes] = []
         size = 0
@@ -224,7 +284,7 @@ class SafeFetcher:
             chunks.append(chunk)
         if time.monotonic() >= deadline:
             raise TimeoutError("total deadline")  # the watchdog cut the body short
-        if declared is not None and declared.isdigit() and size != int(declared):
+        if declared is not None and size != declared:
             raise ApiError("download_failed", f"image body truncated ({size} of {declared} bytes)")
         return b"".join(chunks)
 

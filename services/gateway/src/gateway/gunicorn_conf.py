@@ -11,10 +11,18 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '9696')}"
+from gateway.settings import Settings
+
+# Every setting is read and checked here, in the master, before any worker starts: a bad
+# value stops gunicorn with a message naming the variable.
+_settings = Settings.from_env()
+
+# Alone, gunicorn serves the gateway's port on every interface; behind the proxy in its
+# pod (compose, Kubernetes), HOST=127.0.0.1 and PORT=8000 keep it reachable only from there.
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"  # noqa: S104
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+workers = _settings.server.workers
+threads = _settings.server.threads
 # Longer than the slowest legal request: download deadline + model deadline.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -25,6 +33,9 @@ accesslog = None  # the app logs each request as JSON
 errorlog = "-"
 worker_tmp_dir = os.environ.get("GUNICORN_TMP_DIR") or None
 preload_app = False  # each worker builds its own app, channel and thread pool
+# gunicorn 25+ opens a control socket under $HOME, which the read-only, home-less image
+# lacks ("Control server error: Read-only file system"); nothing here uses gunicornc.
+control_socket_disable = True
 
 
 # glibc mallopt() parameters
@@ -37,10 +48,17 @@ def keep_large_buffers_in_heap() -> bool:
     """Every request allocates and frees a few large buffers (the tensor, its protobuf,
     the serialized message: ~1 MB each for a float32 model, ~270 KB for uint8 pixels). By
     default glibc serves the big ones with mmap and returns them with munmap, so each request
-    page-faults its buffers in again. Keeping them in the heap (trimmed only past 64 MB)
-    trades a bounded amount of resident memory for that CPU: `python -m
-    bench.cpu_per_request` measured 10.1 -> 6.5 ms of CPU per request for a float32 model,
-    and no difference (5.2 vs 5.3 ms) for an export's uint8 input. No-op off glibc."""
+    page-faults its buffers in again. Keeping buffers under 4 MiB in the heap (trimmed only
+    past 64 MB) trades a bounded amount of resident memory for that CPU: `python -m
+    bench.cpu_per_request` measured 8.6 -> 5.4 ms of CPU per request for a float32 model,
+    and no gain (3.6 vs 3.9 ms) for an export's uint8 input.
+
+    Buffers of 4 MiB and more (decoded images, request bodies) stay with mmap, returned as
+    soon as they are freed: in the heap each thread's malloc arena would keep the last image
+    it decoded, and a worker's RSS would grow to its thread count times an image whatever
+    the decoding budget (tests/gateway/test_decode_memory.py measured 425 MiB for eight
+    16 MP images through a 138 MiB budget with a 32 MiB threshold, 69 MiB with this one).
+    No-op off glibc."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -50,12 +68,20 @@ def keep_large_buffers_in_heap() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(
-        mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
+        mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
     )
 
 
 def post_fork(server: Any, worker: Any) -> None:
     keep_large_buffers_in_heap()
+
+
+WORKER_READY = "Worker ready"
+
+
+def post_worker_init(worker: Any) -> None:
+    # gunicorn logs "Booting worker" before the app loads; this says it can serve.
+    worker.log.info("%s (pid: %s)", WORKER_READY, worker.pid)
 
 
 def on_starting(server: Any) -> None:

@@ -1,5 +1,5 @@
-"""Bytes -> the pixels the model's signature asks for: sniff, decode, normalise the colour
-mode, resize, and (only for models that take preprocessed float32) scale.
+"""Bytes -> the pixels the model's signature asks for: sniff, decode, resize, normalise the
+colour mode, orient, and (only for models that take preprocessed float32) scale.
 
 For an ordinary RGB JPEG the pixels are bit-identical to Keras
 ``load_img(path, target_size=size, interpolation="nearest")``, and the scaled tensor to
@@ -7,18 +7,28 @@ For an ordinary RGB JPEG the pixels are bit-identical to Keras
 orientation is applied, transparency is flattened onto white (Keras would expose whatever
 colour hides under transparent pixels, usually black) and 16-bit greyscale is scaled to 8
 bits.
+
+Memory is bounded whatever the image: at full resolution the image stays in its decoded
+mode (the resize happens there; the colour conversion runs on the small result), and
+before decoding, the peak it would need is compared with a budget of 1.5x the 8-bit RGB
+size of an image at the pixel cap (``MAX_IMAGE_PIXELS``). Only an image whose mode forces
+full-size copies (alpha with a non-``nearest`` resize filter) can be over it, and is
+refused with 413 before it costs anything. An EXIF-rotated image is turned upright before
+the resize when a full-size copy fits the budget, else the small result is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from gateway.contract import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
+from gateway.decode_memory import MemoryGate, image_peak_bytes
 from gateway.errors import ApiError
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -27,7 +37,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "GIF"),
     (b"GIF89a", "GIF"),
 )
-_FILTERS = {
+FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -40,6 +50,29 @@ _TORCH_STD = np.array(TORCH_STD, dtype=np.float32)
 _CAFFE_MEAN_BGR = np.array(CAFFE_MEAN_RGB[::-1], dtype=np.float32)
 _WHITE = (255, 255, 255)
 _ORIENTATION = 0x0112  # EXIF tag
+# EXIF orientation -> the transpose that makes the image upright.
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = (5, 6, 7, 8)
+# Bytes per pixel of a decoded image, by mode, as Pillow holds it (RGB takes 4, like RGBA).
+_DECODED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_WIDE_MODE_BYTES = 4
+# Measured by tests/gateway/test_memory.py (peak RSS growth, fitted over 0.5-16 M pixels)
+# and rounded up: the codecs' own buffers (JPEG and PNG: 2.5-5 MiB), a non-nearest resize's
+# coefficient tables and intermediate (~0.7 bytes a pixel), WebP's whole pipeline
+# (libwebp's RGBA canvas, the frame's bytes and Pillow's copy: ~8 MiB plus ~16 a pixel),
+# and an upright copy of a rotated image (its decoded size plus ~4 MiB).
+_CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * 2**20
+_WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * 2**20
+_RESAMPLE_BYTES = 1.0
+_UPRIGHT_FIXED = 4 * 2**20
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -74,13 +107,17 @@ def scale_pixels(pixels: npt.NDArray[np.uint8], mode: str) -> npt.NDArray[np.flo
     return x
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """An 8-bit RGB version of ``img`` whatever its mode."""
+    """An 8-bit RGB version of ``img`` whatever its mode (called on the resized image)."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        img.mode == "P" and "transparency" in img.info
-    ):
+    if _has_alpha(img):
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, _WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
@@ -94,12 +131,57 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _orientation(img: Image.Image, kind: str) -> int:
-    """The EXIF orientation (1 = upright). A JPEG without an EXIF segment is upright;
-    parsing for nothing costs ~3% of the decode."""
+def exif_orientation(img: Image.Image, kind: str) -> int:
+    """The EXIF orientation, 1 (upright) unless the image says 2-8. A JPEG without an EXIF
+    segment is upright (parsing for nothing costs ~3% of the decode); broken or odd EXIF
+    (a rational, a string, a huge number, a malformed block) counts as upright."""
     if kind == "JPEG" and "exif" not in img.info:
         return 1
-    return int(img.getexif().get(_ORIENTATION, 1))
+    try:
+        value = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  (a third-party parser of hostile bytes: optional data)
+        return 1
+    return value if type(value) is int and value in _ORIENT else 1
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How an image will be decoded and the most memory that takes (an estimate the memory
+    tests check against measured peaks)."""
+
+    peak_bytes: int
+    upright_first: bool  # turn an EXIF-rotated image upright before resizing
+
+
+def plan_decode(
+    kind: str,
+    mode: str,
+    pixels: int,
+    resample: Image.Resampling,
+    budget: int,
+    *,
+    alpha: bool = False,
+    rotated: bool = False,
+) -> DecodePlan:
+    decoded = _DECODED_BYTES.get(mode, _WIDE_MODE_BYTES)
+    if kind == "WEBP":
+        per_pixel, fixed = _WEBP_BYTES, _WEBP_FIXED
+    else:
+        per_pixel, fixed = decoded + _CODEC_BYTES, _CODEC_FIXED
+    if resample != Image.Resampling.NEAREST:
+        per_pixel += _RESAMPLE_BYTES
+        if mode in ("RGBA", "LA"):  # Pillow premultiplies into a full-size copy
+            per_pixel += _WIDE_MODE_BYTES
+        elif mode == "1":  # converted to L first (Pillow would resize it nearest)
+            per_pixel += 1
+        elif mode in ("P", "PA"):  # converted first, to RGBA (then premultiplied) or RGB
+            per_pixel += 2 * _WIDE_MODE_BYTES if alpha else _WIDE_MODE_BYTES
+    peak = int(per_pixel * pixels) + fixed
+    # Upright first (a full-size copy) when it fits: then the pixels are exactly the ones
+    # the upright photo gives; else the small result is rotated.
+    with_copy = peak + decoded * pixels + _UPRIGHT_FIXED
+    upright_first = rotated and with_copy <= budget
+    return DecodePlan(with_copy if upright_first else peak, upright_first)
 
 
 @dataclass(frozen=True)
@@ -107,35 +189,76 @@ class Decoder:
     resize_filter: str = "nearest"
     exif_transpose: bool = True
     max_pixels: int = 40_000_000
+    # Shared by the process's threads: a decode waits for its planned peak to be free.
+    gate: MemoryGate | None = None
 
     def __post_init__(self) -> None:
-        if self.resize_filter not in _FILTERS:
+        if self.resize_filter not in FILTERS:
             raise ValueError(f"unknown resize filter {self.resize_filter!r}")
+
+    @property
+    def memory_budget(self) -> int:
+        return image_peak_bytes(self.max_pixels)
 
     def __call__(self, data: bytes, size: tuple[int, int]) -> Pixels:
         """(height, width, 3) uint8 RGB pixels; ApiError 415/413/422 for non-images, bombs
         and bad data."""
-        height, width = size
         kind = sniff(data)
         if kind is None:
             raise ApiError("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
         try:
-            # Only the header is read here: the pixel limit is checked before decoding.
-            img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
-            w, h = img.size
-            if w * h > self.max_pixels:
-                raise ApiError(
-                    "image_too_large",
-                    f"image is {w}x{h} pixels; the limit is {self.max_pixels}",
-                )
-            if self.exif_transpose and _orientation(img, kind) != 1:
-                img = ImageOps.exif_transpose(img)  # (it copies even when upright: skip it)
-            img = to_rgb(img)
-            if img.size != (width, height):
-                img = img.resize((width, height), _FILTERS[self.resize_filter])
-            img.load()
-            return np.asarray(img, dtype=np.uint8)
+            return self._decode(data, kind, size)
         except Image.DecompressionBombError as exc:
             raise ApiError("image_too_large", str(exc)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ApiError("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
+
+    def _decode(self, data: bytes, kind: str, size: tuple[int, int]) -> Pixels:
+        # Only the header is read here: the limits are checked before decoding.
+        img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
+        w, h = img.size
+        if w * h > self.max_pixels:
+            raise ApiError(
+                "image_too_large", f"image is {w}x{h} pixels; the limit is {self.max_pixels}"
+            )
+        resample = FILTERS[self.resize_filter]
+        orientation = exif_orientation(img, kind) if self.exif_transpose else 1
+        plan = plan_decode(
+            kind, img.mode, w * h, resample, self.memory_budget,
+            alpha=_has_alpha(img), rotated=orientation in _ORIENT,
+        )  # fmt: skip
+        if plan.peak_bytes > self.memory_budget:
+            raise ApiError(
+                "image_too_large",
+                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // 2**20} "
+                f"MiB to decode and resize with {self.resize_filter!r}; the limit is "
+                f"{self.memory_budget // 2**20} MiB: send a smaller image",
+            )
+        with self.gate.reserve(plan.peak_bytes) if self.gate else contextlib.nullcontext():
+            return self._convert(img, plan, orientation, resample, size)
+
+    @staticmethod
+    def _convert(
+        img: Image.Image,
+        plan: DecodePlan,
+        orientation: int,
+        resample: Image.Resampling,
+        size: tuple[int, int],
+    ) -> Pixels:
+        """Decode (Pillow decodes lazily, on the first operation) and bring to ``size``."""
+        height, width = size
+        if resample != Image.Resampling.NEAREST and img.mode in ("P", "PA", "1"):
+            img = img.convert("RGBA" if _has_alpha(img) else "RGB" if img.mode != "1" else "L")
+        if plan.upright_first:
+            img = img.transpose(_ORIENT[orientation])
+            orientation = 1
+        # Resize in the stored frame to what is (width, height) once upright, and rotate the
+        # small result: no full-size copy (nearest may then pick a neighbouring pixel on an
+        # axis the rotation reverses).
+        target = (height, width) if orientation in _SWAPS_AXES else (width, height)
+        if img.size != target:
+            img = img.resize(target, resample)
+        img = to_rgb(img)
+        if orientation in _ORIENT:
+            img = img.transpose(_ORIENT[orientation])
+        return np.asarray(img, dtype=np.uint8)

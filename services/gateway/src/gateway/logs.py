@@ -6,12 +6,14 @@ import logging
 import re
 import sys
 import uuid
+import warnings
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 LOGGER_NAME = "gateway"
+UNHANDLED_ERROR = "unhandled error"  # the message of every internal_error (a bug)
 
 
 def request_id_from(header: str | None) -> str:
@@ -30,6 +32,11 @@ class _RequestIdFilter(logging.Filter):
 
 def configure_logging(level: str = "INFO") -> logging.Logger:
     """JSON lines on stderr for the ``gateway`` logger (idempotent)."""
+    # Pillow warns on stderr about the images clients send (malformed metadata, sizes past
+    # its own bomb threshold): a line per request, at a rate a client chooses. The gateway
+    # decodes or refuses the image all the same (its pixel and memory limits come first),
+    # and logs the refusal.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     logger = logging.getLogger(LOGGER_NAME)
     if not any(getattr(h, "_gateway_json", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)

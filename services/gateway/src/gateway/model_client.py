@@ -39,6 +39,48 @@ class Prediction:
     model_version: int
 
 
+def read_prediction(
+    response: predict_pb2.PredictResponse,
+    signature: ServingSignature,
+    default_labels: tuple[str, ...],
+    batch_size: int,
+) -> Prediction:
+    """The scores and labels in a Predict answer; ApiError ``model_error`` for anything
+    the gateway cannot read or that does not fit the request."""
+    try:
+        raw_scores = to_array(response.outputs[signature.score_output])
+        if raw_scores.dtype.kind not in "fiu":
+            raise TensorError(f"scores are {raw_scores.dtype}, not numbers")
+        with np.errstate(invalid="ignore"):  # a signalling NaN: refused as not finite below
+            scores = raw_scores.astype(np.float64)
+        labels = (
+            default_labels
+            if signature.classes_output is None
+            else _labels(to_array(response.outputs[signature.classes_output]))
+        )
+    except (KeyError, TensorError) as exc:
+        raise ApiError("model_error", f"unreadable model response: {exc}") from None
+    expected = (batch_size, len(labels))
+    if scores.shape != expected:
+        raise ApiError(
+            "model_error",
+            f"model returned scores of shape {list(scores.shape)}, expected {list(expected)}",
+        )
+    if not np.isfinite(scores).all():
+        raise ApiError("model_error", "model returned scores that are not finite (NaN or inf)")
+    return Prediction(scores, labels, int(response.model_spec.version.value))
+
+
+def _labels(classes: npt.NDArray[np.generic]) -> tuple[str, ...]:
+    """The labels of a ``classes`` output (batch, n): the first row, unique."""
+    if classes.ndim != 2 or classes.shape[0] < 1:
+        raise TensorError(f"classes output has shape {list(classes.shape)}")
+    labels = tuple(str(label) for label in classes[0])
+    if len(set(labels)) != len(labels):
+        raise TensorError(f"the model's class labels are not unique: {list(labels)}")
+    return labels
+
+
 class ModelClient:
     """One per process; thread-safe."""
 
@@ -100,31 +142,10 @@ class ModelClient:
                 self.invalidate_signature()  # the model may have changed under us
             raise error from None
         try:
-            scores = to_array(response.outputs[signature.score_output]).astype(np.float64)
-            labels = self._labels(signature, response)
-        except (KeyError, TensorError) as exc:
-            self.invalidate_signature()
-            raise ApiError("model_error", f"unreadable model response: {exc}") from None
-        expected = (batch.shape[0], len(labels))
-        if scores.shape != expected:
-            raise ApiError(
-                "model_error",
-                f"model returned scores of shape {list(scores.shape)}, expected {list(expected)}",
-            )
-        return Prediction(scores, labels, int(response.model_spec.version.value))
-
-    def _labels(
-        self, signature: ServingSignature, response: predict_pb2.PredictResponse
-    ) -> tuple[str, ...]:
-        if signature.classes_output is None:
-            return self.settings.class_labels
-        classes = to_array(response.outputs[signature.classes_output])
-        if classes.ndim != 2 or classes.shape[0] < 1:
-            raise TensorError(f"classes output has shape {list(classes.shape)}")
-        labels = tuple(str(label) for label in classes[0])
-        if len(set(labels)) != len(labels):
-            raise TensorError(f"the model's class labels are not unique: {list(labels)}")
-        return labels
+            return read_prediction(response, signature, self.settings.class_labels, len(batch))
+        except ApiError:
+            self.invalidate_signature()  # the model may have changed under us
+            raise
 
     # -- readiness ----------------------------------------------------------------------
     def readiness(self) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from gateway.classifier import Classifier
+from gateway.decode_memory import MemoryGate
 from gateway.fetch import SafeFetcher
 from gateway.imaging import Decoder
 from gateway.metrics import Metrics
@@ -29,6 +30,11 @@ class Gateway:
                 resize_filter=settings.image.resize_filter,
                 exif_transpose=settings.image.exif_transpose,
                 max_pixels=settings.image.max_pixels,
+                gate=MemoryGate(
+                    settings.decode_memory.budget_bytes,
+                    settings.decode_memory.wait_s,
+                    settings.model.retry_after_s,
+                ),
             ),
             model=ModelClient(settings.model),
             metrics=metrics,

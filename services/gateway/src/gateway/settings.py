@@ -8,10 +8,11 @@ model and, rarely, to override what its signature says.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES, SIGNATURE
+from gateway.decode_memory import MIB, container_memory_limit, decode_budget, image_peak_bytes
 from gateway.fetch import FetchLimits
 from gateway.netguard import AccessPolicy
 
@@ -56,11 +57,32 @@ class ImageSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """gunicorn's worker processes and threads per worker (gunicorn_conf takes them from
+    here; the memory budget below depends on them)."""
+
+    workers: int = 2
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class DecodeMemory:
+    """Each worker's budget for the images it decodes at once (``gateway.decode_memory``)
+    and how long a decode waits for its share before ``decoder_busy``."""
+
+    budget_bytes: int = 2 * image_peak_bytes(ImageSettings.max_pixels)
+    wait_s: float = 5.0
+    source: str = "default: two images at the pixel cap (no container memory limit)"
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     image: ImageSettings = field(default_factory=ImageSettings)
     fetch: FetchLimits = field(default_factory=FetchLimits)
     fetch_policy: AccessPolicy = field(default_factory=AccessPolicy)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    decode_memory: DecodeMemory = field(default_factory=DecodeMemory)
     max_urls: int = 16
     download_threads: int = 8
 
@@ -70,8 +92,13 @@ class Settings:
         return self.fetch.max_bytes + 64 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from environment variables (see the gateway README for the list)."""
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        memory_limit: Callable[[], int | None] = container_memory_limit,
+    ) -> Settings:
+        """Build settings from environment variables (see the gateway README for the list);
+        ``memory_limit`` gives the container's memory limit in bytes, if it has one."""
         r = _Reader(os.environ if env is None else env)
         m, i, f, top = ModelSettings(), ImageSettings(), FetchLimits(), cls()
         labels = r.csv("CLASS_LABELS")
@@ -106,14 +133,56 @@ class Settings:
             max_redirects=r.non_negative_int("MAX_REDIRECTS", f.max_redirects),
             user_agent=r.text("USER_AGENT", f.user_agent),
         )
+        server = ServerSettings(
+            workers=r.positive_int("WEB_CONCURRENCY", top.server.workers),
+            threads=r.positive_int("GUNICORN_THREADS", top.server.threads),
+        )
+        download_threads = r.positive_int("DOWNLOAD_THREADS", top.download_threads)
         return cls(
             model=model,
             image=image,
             fetch=fetch,
             fetch_policy=r.policy("FETCH_ALLOW"),
+            server=server,
+            decode_memory=_decode_memory(
+                r, image.max_pixels, fetch.max_bytes, server, download_threads, memory_limit
+            ),
             max_urls=r.positive_int("MAX_URLS", top.max_urls),
-            download_threads=r.positive_int("DOWNLOAD_THREADS", top.download_threads),
+            download_threads=download_threads,
         )
+
+
+def _decode_memory(
+    r: _Reader,
+    max_pixels: int,
+    max_image_bytes: int,
+    server: ServerSettings,
+    download_threads: int,
+    memory_limit: Callable[[], int | None],
+) -> DecodeMemory:
+    """DECODE_MEMORY_MIB, else the container's limit shared out, else two images at the
+    cap; never less than one image at the cap (that would refuse images the limits allow)."""
+    need = image_peak_bytes(max_pixels)
+    one_image = f"one image at MAX_IMAGE_PIXELS={max_pixels} needs {-(-need // MIB)} MiB"
+    wait_s = r.positive_float("DECODE_WAIT_S", DecodeMemory.wait_s)
+    explicit = r.optional_int("DECODE_MEMORY_MIB")
+    if explicit is not None:
+        if explicit * MIB < need:
+            raise SettingsError(f"DECODE_MEMORY_MIB: {explicit} MiB is too little; {one_image}")
+        return DecodeMemory(explicit * MIB, wait_s, "DECODE_MEMORY_MIB")
+    limit = memory_limit()
+    if limit is None:
+        return DecodeMemory(2 * need, wait_s)
+    budget = decode_budget(limit, server.workers, server.threads, download_threads, max_image_bytes)
+    if budget < need:
+        raise SettingsError(
+            f"the container's memory limit ({limit // MIB} MiB) leaves {max(budget, 0) // MIB}"
+            f" MiB per worker for decoding, and {one_image}: raise the limit, or lower "
+            "MAX_IMAGE_PIXELS, WEB_CONCURRENCY, GUNICORN_THREADS or DOWNLOAD_THREADS, or "
+            "set DECODE_MEMORY_MIB"
+        )
+    source = f"the container's {limit // MIB} MiB limit, shared by {server.workers} workers"
+    return DecodeMemory(budget, wait_s, source)
 
 
 class _Reader:

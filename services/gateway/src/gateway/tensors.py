@@ -10,6 +10,9 @@ string list: every length as a varint, then the bytes).
 
 from __future__ import annotations
 
+import math
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
@@ -24,6 +27,7 @@ _NUMERIC = {
     types_pb2.DT_INT64: ("<i8", "int64_val"),
     types_pb2.DT_UINT8: ("u1", "int_val"),
 }
+_T = TypeVar("_T")
 _DTYPE_ENUM = {np.dtype(np.uint8): types_pb2.DT_UINT8, np.dtype(np.float32): types_pb2.DT_FLOAT}
 
 
@@ -32,7 +36,12 @@ class TensorError(ValueError):
 
 
 def dtype_name(dtype: int) -> str:
-    return str(types_pb2.DataType.Name(dtype))
+    """DT_FLOAT, ...; a number TensorFlow has no name for (a newer or broken peer) as
+    ``DataType(99)``."""
+    try:
+        return str(types_pb2.DataType.Name(dtype))
+    except ValueError:
+        return f"DataType({dtype})"
 
 
 def dims(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
@@ -79,17 +88,27 @@ def _decode_string_list(content: bytes, count: int) -> list[bytes]:
     return values
 
 
+# Answers are (batch, classes): far below this. A peer declaring more elements than it
+# sends (typed fields are padded, see to_array) must not make the gateway allocate them.
+MAX_ELEMENTS = 1 << 24
+
+
 def to_array(tensor: tensor_pb2.TensorProto) -> npt.NDArray[np.generic]:
     """A numeric tensor as a NumPy array of its own dtype, or a string tensor as an array
-    of Python ``str`` (UTF-8)."""
+    of Python ``str`` (UTF-8). Read as TensorFlow's ``Tensor::FromProto`` reads it:
+    ``tensor_content`` holds exactly the shape's elements; typed fields with fewer values
+    are padded with the last one (none: zeros), extra values are ignored."""
     shape = dims(tensor.tensor_shape)
-    count = int(np.prod(shape))
+    if any(n < 0 for n in shape):
+        raise TensorError(f"tensor has an unknown dimension: {list(shape)}")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise TensorError(f"tensor has {count} elements; the limit is {MAX_ELEMENTS}")
     if tensor.dtype == types_pb2.DT_STRING:
-        raw = (
-            _decode_string_list(tensor.tensor_content, count)
-            if tensor.tensor_content
-            else list(tensor.string_val)
-        )
+        if tensor.tensor_content:
+            raw = _decode_string_list(tensor.tensor_content, count)
+        else:
+            raw = _pad(list(tensor.string_val), count, b"")
         try:
             values: npt.NDArray[np.generic] = np.array(
                 [item.decode("utf-8") for item in raw], dtype=object
@@ -99,13 +118,27 @@ def to_array(tensor: tensor_pb2.TensorProto) -> npt.NDArray[np.generic]:
     elif tensor.dtype in _NUMERIC:
         dtype, field = _NUMERIC[tensor.dtype]
         if tensor.tensor_content:
-            values = np.frombuffer(tensor.tensor_content, dtype=dtype)
-        elif tensor.dtype == types_pb2.DT_HALF:
-            values = np.asarray(tensor.half_val, dtype="<u2").view("<f2")
+            content = tensor.tensor_content
+            if len(content) != count * np.dtype(dtype).itemsize:
+                raise TensorError(
+                    f"tensor_content has {len(content)} bytes for {count} {dtype} elements"
+                )
+            values = np.frombuffer(content, dtype=dtype)
         else:
-            values = np.asarray(getattr(tensor, field), dtype=dtype)
+            # int_val carries uint8 and half_val carries float16 bits as int32: narrowed as
+            # TensorFlow's C++ does (modulo), never an overflow error
+            typed = np.asarray(_pad(list(getattr(tensor, field)), count, 0))
+            if tensor.dtype == types_pb2.DT_HALF:
+                values = typed.astype("<u2").view("<f2")
+            else:
+                values = typed.astype(dtype)
     else:
         raise TensorError(f"unsupported tensor dtype {dtype_name(tensor.dtype)}")
-    if values.size != count:
-        raise TensorError(f"tensor has {values.size} values for shape {list(shape)}")
     return values.reshape(shape)
+
+
+def _pad(values: list[_T], count: int, default: _T) -> list[_T]:
+    """``FromProtoField``: the first ``count`` values, the last repeated to fill."""
+    if not values:
+        return [default] * count
+    return values[:count] + [values[-1]] * (count - len(values))
