@@ -167,7 +167,20 @@ def test_float_model_gets_keras_preprocessing_when_told_the_mode(
 @pytest.mark.parametrize(
     ("change", "env", "fragment"),
     [
-        ({}, {"CLASS_LABELS": "a,b,c"}, "10 classes but 3 class labels are configured"),
+        (
+            {"classes_output": False},
+            {"CLASS_LABELS": "a,b,c"},
+            "10 classes but 3 class labels are configured",
+        ),
+        # the model says its labels and whether it returns logits: settings may not differ
+        ({}, {"CLASS_LABELS": ",".join(reversed(CLOTHING_CLASSES))}, "carries its own class"),
+        ({}, {"OUTPUT_ACTIVATION": "none"}, "OUTPUT_ACTIVATION=none contradicts the model"),
+        (
+            {"output_name": "probabilities"},
+            {"OUTPUT_ACTIVATION": "softmax"},
+            "'probabilities' holds probabilities",
+        ),
+        ({}, {"MODEL_OUTPUT_NAME": "classes"}, "is not a score output"),
         ({}, {"IMAGE_SIZE": "224"}, "is 299x299 but IMAGE_SIZE is 224x224"),
         ({}, {"PREPROCESSING": "tf"}, "would normalise them twice"),
         ({"classes_output": False}, {}, "no 'classes' output"),

@@ -38,11 +38,14 @@ from gateway.contract import (
 )
 from model_tools.cli import CLOTHING_CLASSES
 from tests.support.tf_serving_wire import (
+    INIT_OP_KEY,
     WireError,
     check_batched_outputs,
     check_request,
     decode_input,
     encode_output,
+    init_op_signature,
+    model_metadata,
     shape_proto,
     signature_not_found,
 )
@@ -103,10 +106,9 @@ class FakeModel:
             )
         return sig
 
-    def signature_map(self) -> get_model_metadata_pb2.SignatureDefMap:
-        sig_map = get_model_metadata_pb2.SignatureDefMap()
-        sig_map.signature_def[self.signature_name].CopyFrom(self.signature_def())
-        return sig_map
+    def signatures(self) -> dict[str, meta_graph_pb2.SignatureDef]:
+        """The signature map of the SavedModel, as GetModelMetadata returns it."""
+        return {self.signature_name: self.signature_def(), INIT_OP_KEY: init_op_signature()}
 
     def run(self, batch: int) -> dict[str, npt.NDArray[np.generic]]:
         outputs: dict[str, npt.NDArray[np.generic]] = {
@@ -173,11 +175,11 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         self._check_model(request.model_spec, context)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self.model.name
-        response.model_spec.version.value = self.model.version
-        response.metadata["signature_def"].Pack(self.model.signature_map())
-        return response
+        m = self.model
+        try:
+            return model_metadata(request, m.name, m.version, m.signatures())
+        except WireError as error:
+            error.abort(context)
 
 
 class ServedModel(Protocol):

@@ -13,7 +13,7 @@ SavedModel, as far as a client can tell:
   ``--enable_model_warmup`` does), so a warmup file it cannot run fails the load;
 - reads requests and writes answers with TF Serving's rules and error texts
   (``tf_serving_wire``), typed output fields by default;
-- GetModelMetadata returns the SignatureDefs from ``saved_model.pb``.
+- GetModelMetadata returns the SignatureDefs from ``saved_model.pb``, all of them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
 from gateway._proto.tensorflow_serving.apis import (
-    get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -51,6 +50,7 @@ from tests.support.tf_serving_wire import (
     check_request,
     decode_input,
     encode_output,
+    model_metadata,
     signature_not_found,
 )
 
@@ -74,7 +74,6 @@ class SessionModel:
         self.signatures = {
             key: meta_graph_pb2.SignatureDef.FromString(sig.SerializeToString())
             for key, sig in serve.signature_def.items()
-            if not key.startswith("__")
         }
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
@@ -148,14 +147,11 @@ class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request, context):  # type: ignore[no-untyped-def]
         if request.model_spec.name != self.model.name:
             context.abort(grpc.StatusCode.NOT_FOUND, "Servable not found")
-        sig_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in self.model.signatures.items():
-            sig_map.signature_def[key].CopyFrom(sig)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self.model.name
-        response.model_spec.version.value = self.model.version
-        response.metadata["signature_def"].Pack(sig_map)
-        return response
+        m = self.model
+        try:
+            return model_metadata(request, m.name, m.version, m.signatures)
+        except WireError as error:
+            error.abort(context)
 
 
 def main() -> None:

@@ -12,8 +12,12 @@ they answer the way the real server does, not the way that is convenient for the
   have exactly the right size.
 - Requests are checked against the signature with TF Serving's own error texts, and every
   output must have the batch size as its first dimension, as server-side batching demands.
+- GetModelMetadata needs ``metadata_field: "signature_def"`` (anything else, or nothing, is
+  INVALID_ARGUMENT) and returns the MetaGraphDef's whole signature map, the SavedModel's
+  ``__saved_model_init_op`` entry included.
 
 Sources: tensorflow/serving ``servables/tensorflow/predict_util.cc``,
+``servables/tensorflow/get_model_metadata_impl.cc``,
 ``model_servers/server_core.h`` (``kAsProtoField`` default) and
 ``batching/batching_session.cc``; tensorflow ``core/framework/tensor.cc``
 (``FromProtoField``) and ``core/platform/tensor_coding.cc`` (``EncodeStringList``).
@@ -22,7 +26,7 @@ Sources: tensorflow/serving ``servables/tensorflow/predict_util.cc``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -30,6 +34,7 @@ import numpy.typing as npt
 
 from gateway._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
+from gateway._proto.tensorflow_serving.apis import get_model_metadata_pb2
 
 # dtype enum -> (NumPy dtype, typed field)
 _FIELDS: dict[int, tuple[np.dtype[Any], str]] = {
@@ -51,8 +56,9 @@ class WireError(Exception):
         self.code = code
         self.message = message
 
-    def abort(self, context: grpc.ServicerContext) -> None:
+    def abort(self, context: grpc.ServicerContext) -> NoReturn:
         context.abort(self.code, self.message)
+        raise AssertionError("grpc's context.abort always raises")
 
 
 def shape_proto(dims: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
@@ -145,8 +151,8 @@ def check_request(
         if tensor.dtype != signature.inputs[alias].dtype:
             raise WireError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"Expects arg[0] to be {types_pb2.DataType.Name(signature.inputs[alias].dtype)} "
-                f"but {types_pb2.DataType.Name(tensor.dtype)} is provided",
+                f"Expects arg[0] to be {_type_string(signature.inputs[alias].dtype)} "
+                f"but {_type_string(tensor.dtype)} is provided",
             )
     for alias in output_filter:
         if alias not in signature.outputs:
@@ -177,3 +183,45 @@ def signature_not_found(key: str) -> WireError:
     return WireError(
         grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
     )
+
+
+def _type_string(dtype: int) -> str:
+    """TensorFlow's ``DataTypeString``: DT_FLOAT -> "float", DT_UINT8 -> "uint8"."""
+    return types_pb2.DataType.Name(dtype).removeprefix("DT_").lower()
+
+
+# The entry a TF2 SavedModel adds to its signature map, which TF Serving returns with it.
+INIT_OP_KEY = "__saved_model_init_op"
+
+
+def init_op_signature() -> meta_graph_pb2.SignatureDef:
+    sig = meta_graph_pb2.SignatureDef()
+    sig.outputs[INIT_OP_KEY].CopyFrom(meta_graph_pb2.TensorInfo(name="NoOp"))
+    return sig
+
+
+def model_metadata(
+    request: get_model_metadata_pb2.GetModelMetadataRequest,
+    name: str,
+    version: int,
+    signatures: Mapping[str, meta_graph_pb2.SignatureDef],
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata as TF Serving answers it (``GetModelMetadataWithModelSpec``)."""
+    if not request.metadata_field:
+        raise WireError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "GetModelMetadataRequest must specify at least one metadata_field",
+        )
+    for requested in request.metadata_field:
+        if requested != "signature_def":
+            raise WireError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {requested} is not supported"
+            )
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in signatures.items():
+        sig_map.signature_def[key].CopyFrom(sig)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = name
+    response.model_spec.version.value = version
+    response.metadata["signature_def"].Pack(sig_map)
+    return response

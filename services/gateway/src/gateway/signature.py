@@ -2,10 +2,14 @@
 
 An export from ``model_tools`` carries its whole contract (``gateway.contract``): a uint8
 image input of a fixed size, a score output whose name says logits or probabilities, and a
-``classes`` output with the labels. So the gateway needs no per-model settings. Explicit
-settings still override (``IMAGE_SIZE``, ``PREPROCESSING``, ``CLASS_LABELS``,
-``OUTPUT_ACTIVATION``, tensor names), and one that contradicts the model is a
-``model_misconfigured`` error that ``/readyz`` reports, never a silent wrong answer.
+``classes`` output with the labels. So the gateway needs no per-model settings.
+
+Explicit settings (``IMAGE_SIZE``, ``PREPROCESSING``, ``CLASS_LABELS``,
+``OUTPUT_ACTIVATION``, tensor names) exist for models exported some other way: they fill
+in what a signature does not say. Where the signature does say, a setting must agree with
+it, and one that contradicts it (another size, a second normalisation, softmax over
+probabilities, labels besides the model's own) is a ``model_misconfigured`` error that
+``/readyz`` reports, never a silently wrong answer.
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ def parse_signature(
     ):
         raise ApiError("model_error", "model metadata has no signature_def")
     if settings.signature_name not in sig_map.signature_def:
+        served = sorted(key for key in sig_map.signature_def if not key.startswith("__"))
         raise _misconfigured(
-            f"model {settings.name!r} has no signature {settings.signature_name!r}; "
-            f"it has {sorted(sig_map.signature_def)}"
+            f"model {settings.name!r} has no signature {settings.signature_name!r}; it has {served}"
         )
     sig = sig_map.signature_def[settings.signature_name]
 
@@ -111,29 +115,15 @@ def parse_signature(
         if name != CLASSES_OUTPUT and tensor.dtype in _SCORE_DTYPES
     ]
     score_output = _pick(sig.outputs, scores, settings.output_name, "output", "MODEL_OUTPUT_NAME")
+    if score_output not in scores:
+        raise _misconfigured(
+            f"MODEL_OUTPUT_NAME={score_output!r} is not a score output (float "
+            f"[batch, classes]); the model's score outputs are {sorted(scores)}"
+        )
     score_shape = dims(sig.outputs[score_output].tensor_shape)
     class_count = score_shape[-1] if score_shape and score_shape[-1] > 0 else None
-    activation = settings.output_activation or ACTIVATION_BY_OUTPUT.get(score_output)
-    if activation is None:
-        raise _misconfigured(
-            f"cannot tell whether output {score_output!r} holds logits or probabilities; "
-            "set OUTPUT_ACTIVATION (softmax or none)"
-        )
-
-    classes_output: str | None = None
-    if settings.class_labels:
-        if class_count is not None and class_count != len(settings.class_labels):
-            raise _misconfigured(
-                f"model output {score_output!r} has {class_count} classes but "
-                f"{len(settings.class_labels)} class labels are configured (CLASS_LABELS)"
-            )
-    elif CLASSES_OUTPUT in sig.outputs and sig.outputs[CLASSES_OUTPUT].dtype == types_pb2.DT_STRING:
-        classes_output = CLASSES_OUTPUT
-    else:
-        raise _misconfigured(
-            f"model {settings.name!r} has no {CLASSES_OUTPUT!r} output with its class labels; "
-            "re-export it with `model_tools export` or set CLASS_LABELS"
-        )
+    activation = _activation(score_output, settings.output_activation)
+    classes_output = _labels(sig, settings, class_count, score_output)
     return ServingSignature(
         input_name=input_name,
         input_dtype=input_dtype,
@@ -145,6 +135,53 @@ def parse_signature(
         classes_output=classes_output,
         class_count=class_count,
     )
+
+
+def _activation(score_output: str, configured: str | None) -> str:
+    said = ACTIVATION_BY_OUTPUT.get(score_output)
+    if configured is not None and said is not None and configured != said:
+        holds = "logits" if said == "softmax" else "probabilities"
+        raise _misconfigured(
+            f"OUTPUT_ACTIVATION={configured} contradicts the model: its output "
+            f"{score_output!r} holds {holds} (OUTPUT_ACTIVATION={said}); unset OUTPUT_ACTIVATION"
+        )
+    activation = configured or said
+    if activation is None:
+        raise _misconfigured(
+            f"cannot tell whether output {score_output!r} holds logits or probabilities; "
+            "set OUTPUT_ACTIVATION (softmax or none)"
+        )
+    return activation
+
+
+def _labels(
+    sig: meta_graph_pb2.SignatureDef,
+    settings: ModelSettings,
+    class_count: int | None,
+    score_output: str,
+) -> str | None:
+    """The output that carries the labels, or None when CLASS_LABELS gives them."""
+    classes = sig.outputs.get(CLASSES_OUTPUT)
+    carries_labels = classes is not None and classes.dtype == types_pb2.DT_STRING
+    if settings.class_labels:
+        if carries_labels:
+            raise _misconfigured(
+                f"model {settings.name!r} carries its own class labels (its "
+                f"{CLASSES_OUTPUT!r} output), and CLASS_LABELS could only contradict them; "
+                "unset CLASS_LABELS (re-export with --labels to change them)"
+            )
+        if class_count is not None and class_count != len(settings.class_labels):
+            raise _misconfigured(
+                f"model output {score_output!r} has {class_count} classes but "
+                f"{len(settings.class_labels)} class labels are configured (CLASS_LABELS)"
+            )
+        return None
+    if not carries_labels:
+        raise _misconfigured(
+            f"model {settings.name!r} has no {CLASSES_OUTPUT!r} output with its class labels; "
+            "re-export it with `model_tools export` or set CLASS_LABELS"
+        )
+    return CLASSES_OUTPUT
 
 
 def _size(
