@@ -13,12 +13,17 @@ COURSE_MODEL := $(MODEL_CACHE)/xception_v4_large_08_0.894.h5
 MODEL_FILE ?= $(COURSE_MODEL)
 MODEL_DIR ?= services/tf-serving/models
 # More `python -m model_tools export` options, e.g. --labels-file labels.txt --preprocessing torch
-# (--name NAME serves it under another name; the gateway then needs MODEL_NAME=NAME).
 EXPORT_ARGS ?=
+# The name TF Serving serves the export under (empty: the export's default); `make run`
+# passes the same name to the gateway through compose.
+MODEL_NAME ?=
+export MODEL_NAME
 EXPORTED := $(MODEL_DIR)/models.config
-# What the export was made from: a different MODEL_FILE, MODEL_DIR or EXPORT_ARGS re-exports.
+# What the export was made from: a different MODEL_FILE, MODEL_DIR, MODEL_NAME or EXPORT_ARGS
+# re-exports.
 EXPORT_INPUTS := $(MODEL_CACHE)/export-inputs
-export_inputs = $(abspath $(MODEL_FILE)) $(abspath $(MODEL_DIR)) $(EXPORT_ARGS)
+export_args = $(if $(MODEL_NAME),--name "$(MODEL_NAME)") $(EXPORT_ARGS)
+export_inputs = $(abspath $(MODEL_FILE)) $(abspath $(MODEL_DIR)) $(export_args)
 
 # The TensorFlow runtime of the pinned TF Serving image, to prove exports load in it.
 TF_SERVING_RUNTIME := $(CURDIR)/.tools/tf-serving-runtime/bin/python
@@ -84,10 +89,10 @@ stubs: setup ## regenerate the gateway's TF Serving stubs
 $(COURSE_MODEL):
 	@mkdir -p "$(dir $@)"
 	@echo "downloading the course's model: $(MODEL_URL)"
-	@curl -fsSL --retry 2 --connect-timeout 10 -o "$@.part" "$(MODEL_URL)" 2>/dev/null \
-	  && mv "$@.part" "$@" \
+	@curl -fsSL --retry 2 --connect-timeout 10 -o "$@.part" "$(MODEL_URL)" 2>"$@.log" \
+	  && mv "$@.part" "$@" && rm -f "$@.log" \
 	  || { rm -f "$@.part"; \
-	       echo "error: could not download $(MODEL_URL)" >&2; \
+	       echo "error: could not download $(MODEL_URL) ($$(tail -n 1 "$@.log"; rm -f "$@.log"))" >&2; \
 	       echo "  Download it (or use any Keras image classifier you have) and run:" >&2; \
 	       echo "  make model MODEL_FILE=path/to/model.h5" >&2; exit 1; }
 
@@ -102,7 +107,7 @@ $(EXPORT_INPUTS): FORCE
 
 $(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | venv
 	$(UV) run --locked python -m model_tools export "$(MODEL_FILE)" --out "$(MODEL_DIR)" \
-	  --overwrite $(EXPORT_ARGS)
+	  --overwrite $(export_args)
 
 model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
 

@@ -4,6 +4,7 @@ in-graph preprocessing), manifest, warmup, TF Serving config, inspect, and clear
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -182,6 +183,33 @@ def test_unrecognised_model_needs_the_preprocessing_named() -> None:
     assert choose_mode("torch", ["xception"]) == "torch"  # an explicit mode wins
 
 
+def test_a_base_built_without_its_own_preprocessing_needs_the_mode_named(tmp_path: Path) -> None:
+    """MobileNetV3 (like EfficientNetV2 and ConvNeXt) normalises inside only when built with
+    include_preprocessing=True; without it, "none" would be silently wrong."""
+    import keras
+
+    def export_of(include_preprocessing: bool) -> Path:
+        base = keras.applications.MobileNetV3Small(
+            weights=None,
+            include_top=False,
+            input_shape=(96, 96, 3),
+            include_preprocessing=include_preprocessing,
+        )
+        model = keras.Sequential(
+            [base, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+        )
+        path = tmp_path / f"m{int(include_preprocessing)}.keras"
+        model.save(path)
+        return export(
+            ExportRequest(path, tmp_path / "out", path.stem, 1, ["a", "b"], warmup_batch_sizes=(1,))
+        )
+
+    manifest = json.loads((export_of(True) / "manifest.json").read_text())
+    assert manifest["preprocessing"] == "none"
+    with pytest.raises(ExportError, match="include_preprocessing=True"):
+        export_of(False)
+
+
 def test_keras_versions_are_read_from_the_files(tmp_path: Path) -> None:
     import tf_keras
 
@@ -222,13 +250,18 @@ def test_h5_and_saved_model_inputs_and_softmax_detection(tmp_path: Path, exporte
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["outputs_are_logits"] is False
     assert "probabilities" in manifest["signatures"]["serving_default"]["outputs"]
-    # A SavedModel as input (here an earlier export): logits vs probabilities must be stated.
+    # An earlier export as input: its manifest says what its `preprocessed` model takes
+    # and returns, so nothing needs stating again.
+    again = export(ExportRequest(exported, tmp_path / "out2", "m", 1, LABELS))
+    manifest = json.loads((again / "manifest.json").read_text())
+    assert manifest["preprocessing"] == "tf"
+    assert manifest["outputs_are_logits"] is True
+    # A plain SavedModel says neither: logits vs probabilities must be stated.
+    plain = tmp_path / "plain"
+    shutil.copytree(exported, plain)
+    (plain / "manifest.json").unlink()
     with pytest.raises(ExportError, match="--outputs"):
-        export(ExportRequest(exported, tmp_path / "out2", "m", 1, LABELS, preprocessing="tf"))
-    again = export(
-        ExportRequest(exported, tmp_path / "out2", "m", 1, LABELS, "logits", preprocessing="tf")
-    )
-    assert json.loads((again / "manifest.json").read_text())["preprocessing"] == "tf"
+        export(ExportRequest(plain, tmp_path / "out3", "m", 1, LABELS, preprocessing="tf"))
 
 
 @pytest.mark.parametrize(

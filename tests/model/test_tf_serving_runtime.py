@@ -90,3 +90,14 @@ def test_exports_serve_in_the_tf_serving_runtime(
             assert theirs[key].tolist() == value.tolist(), key
         else:
             np.testing.assert_allclose(theirs[key], value, atol=1e-5, rtol=0, err_msg=key)
+
+
+def test_the_docs_name_the_pinned_release_in_one_place() -> None:
+    """The release is spelled in the Dockerfile, and the docs say why in one section: moving
+    the pin without rewriting that section fails, and no other page repeats the number."""
+    version = serving_version()
+    release_notes = (ROOT / "services" / "tf-serving" / "README.md").read_text()
+    assert f"`TF_SERVING_VERSION` in the `Dockerfile` ({version})" in release_notes
+    assert f"Why {version}:" in release_notes
+    for page in (ROOT / "README.md", ROOT / "docs" / "architecture.md"):
+        assert version not in page.read_text(), page

@@ -99,7 +99,9 @@ def _check(request: ExportRequest, model: LoadedModel) -> _Contract:
         width=int(shape[2]),  # type: ignore[arg-type]
         classes=classes,
         score_output=LOGITS_OUTPUT if logits else PROBABILITIES_OUTPUT,
-        preprocessing=choose_mode(request.preprocessing, model.layer_names),
+        preprocessing=choose_mode(
+            request.preprocessing, model.layer_names, model.layer_classes, model.preprocessing
+        ),
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.contract import PREPROCESSED_SIGNATURE, SIGNATURE
 from model_tools.errors import ExportError
+from model_tools.manifest import FILENAME as MANIFEST_FILE
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -38,7 +39,9 @@ class LoadedModel:
     input_name: str  # the Keras names, kept for the `preprocessed` signature
     output_name: str
     layer_names: tuple[str, ...]  # the model's and every nested layer's name
+    layer_classes: frozenset[str]  # their class names (e.g. Rescaling, Normalization)
     ends_in_softmax: bool | None  # None: cannot tell (plain SavedModel)
+    preprocessing: str | None  # recorded by the model_tools export it was loaded from
     loaded_with: str  # e.g. "tf_keras 2.21.0", for the manifest
     keepalive: object  # the object whose variables `call` uses
 
@@ -106,9 +109,11 @@ def _load_keras(path: Path, *, keras2: bool) -> LoadedModel:
         input_name=str(model.inputs[0].name).split(":", 1)[0],
         output_name=model.layers[-1].name,
         layer_names=tuple(layer.name for layer in _walk(model)),
+        layer_classes=frozenset(type(layer).__name__ for layer in _walk(model)),
         ends_in_softmax=(
             getattr(activation, "__name__", "") == "softmax" if activation is not None else None
         ),
+        preprocessing=None,
         loaded_with=label,
         keepalive=model,
     )
@@ -133,6 +138,9 @@ def _load_saved_model(path: Path) -> LoadedModel:
         raise ExportError(f"{path}: {key} must have one input and one output")
     [(input_name, spec)] = kwargs.items()
     [(output_name, out_spec)] = outputs.items()
+    # An earlier export says how its `preprocessed` model was trained and what it returns.
+    recorded = _earlier_export(path) if key == PREPROCESSED_SIGNATURE else {}
+    logits = recorded.get("outputs_are_logits")
     return LoadedModel(
         call=lambda x: signature(**{input_name: x})[output_name],
         input_shape=tuple(spec.shape),
@@ -140,7 +148,18 @@ def _load_saved_model(path: Path) -> LoadedModel:
         input_name=input_name,
         output_name=output_name,
         layer_names=(),
-        ends_in_softmax=None,
+        layer_classes=frozenset(),
+        ends_in_softmax=None if not isinstance(logits, bool) else not logits,
+        preprocessing=recorded.get("preprocessing") if recorded else None,
         loaded_with=f"tensorflow {tf.__version__} (SavedModel)",
         keepalive=loaded,
     )
+
+
+def _earlier_export(path: Path) -> dict[str, Any]:
+    """The manifest a ``model_tools`` export wrote beside the SavedModel, if any."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}

@@ -10,6 +10,11 @@ confident, wrong probabilities. So the export decides the mode once, from the mo
 layer names where a ``keras.applications`` base is recognised, else from ``--preprocessing``,
 and writes the arithmetic into the serving graph; the gateway then only sends pixels.
 
+The families that normalise inside do so only when built with ``include_preprocessing=True``
+(their default): built without it, they have no ``Rescaling``/``Normalization`` layer and
+were trained on inputs normalised outside, in a way their names do not tell. Then the
+export asks for the mode rather than guess.
+
 The operations are Keras's, in float32 and in the same order, so the served model computes
 what ``model.predict(preprocess_input(x))`` computes.
 """
@@ -58,20 +63,40 @@ def detect_mode(layer_names: Iterable[str]) -> str | None:
     return modes.pop() if len(modes) == 1 else None
 
 
-def choose_mode(requested: str, layer_names: Iterable[str]) -> str:
-    """``requested`` unless it is ``auto``; then what the layer names say, or an error."""
+# The layers with which a model normalises its own inputs (keras.layers class names).
+_IN_MODEL_NORMALISATION = frozenset({"Rescaling", "Normalization"})
+
+
+def choose_mode(
+    requested: str,
+    layer_names: Iterable[str],
+    layer_classes: Iterable[str] = (),
+    recorded: str | None = None,
+) -> str:
+    """``requested`` unless it is ``auto``; then what an earlier export recorded, or what
+    the layer names (and, for the families that normalise inside, the layer classes) say,
+    or an error."""
     if requested != AUTO:
         if requested not in PREPROCESSING_MODES:
             raise ExportError(
                 f"--preprocessing must be one of {AUTO}, {', '.join(PREPROCESSING_MODES)}"
             )
         return requested
+    if recorded in PREPROCESSING_MODES:
+        return recorded
     detected = detect_mode(layer_names)
     if detected is None:
         raise ExportError(
             "cannot tell how this model's inputs are normalised (no keras.applications base "
             "recognised): pass --preprocessing tf|torch|caffe|none, the mode of the "
             "preprocess_input the model was trained with"
+        )
+    if detected == "none" and not _IN_MODEL_NORMALISATION & set(layer_classes):
+        raise ExportError(
+            "this model's keras.applications base normalises its inputs itself only when "
+            "built with include_preprocessing=True, and it has no Rescaling or Normalization "
+            "layer: pass --preprocessing tf|torch|caffe|none, the normalisation its inputs "
+            "were trained with"
         )
     return detected
 
