@@ -429,6 +429,11 @@ class NodeAutoscaler(pulumi.ComponentResource):
                 # CoreDNS may run on nodes Karpenter manages; resolve via the node.
                 "dnsPolicy": "Default",
                 "controller": {
+                    # Karpenter reads its region from instance metadata unless told, and the
+                    # nodes keep pods away from metadata (hop limit 1): without this it
+                    # panics at start (aws/karpenter-provider-aws#8219). Pod Identity
+                    # injects credentials, not the region.
+                    "env": [{"name": "AWS_REGION", "value": region}],
                     "resources": {
                         "requests": {
                             "cpu": f"{requests.cpu_m}m",

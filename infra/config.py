@@ -191,7 +191,9 @@ class ModelConfig(_Strict):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
-_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(role|user|assumed-role)/[\w+=,.@/-]+$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+# What `aws sts get-caller-identity` prints for a role's session: EKS access entries refuse it.
+_SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 
 
 class GatewayScalingConfig(ScalingConfig):
@@ -255,6 +257,13 @@ class StackConfig(_Strict):
     @classmethod
     def _arns(cls, value: list[str]) -> list[str]:
         for arn in value:
+            session = _SESSION_ARN.match(arn)
+            if session:
+                partition, account, role = session.groups()
+                raise ValueError(
+                    f"{arn!r} is a role's session, which EKS access entries refuse: use the "
+                    f"role, arn:{partition}:iam::{account}:role/{role} (with its path, if any)"
+                )
             if not _ARN.match(arn):
                 raise ValueError(f"{arn!r} is not an IAM role or user ARN")
         if len(set(value)) != len(value):

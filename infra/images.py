@@ -1,13 +1,18 @@
 """ECR repositories and the two images, built with BuildKit and pushed by digest.
 
 ECR refuses to push a tag that exists (the release tags are immutable), even with the same
-digest, so an image's tag must change exactly when pulumi-docker-build decides to rebuild
-it. That provider rebuilds when any input changes (locations, build args, platforms...)
-or when the hash of its build context changes: the Dockerfile's bytes, and every file the
-context sends (after ``<Dockerfile>.dockerignore``) by path, mode and bytes, named
-contexts included. ``ImageBuild.tag`` hashes all of that and nothing else, and the
-locations are relative to the program's directory, so another checkout path or machine
-changes nothing.
+digest, so every push must carry a tag never pushed before, and an image must be rebuilt
+exactly when its tag changes. pulumi-docker-build rebuilds when any input changes
+(locations, build args, platforms, tags...) or when the hash of its build context changes:
+the Dockerfile's bytes, and every file the context sends (after
+``<Dockerfile>.dockerignore``) by path, mode and bytes, named contexts included.
+
+- ``ImageBuild.content`` hashes all of that and nothing else, and the locations are
+  relative to the program's directory, so another checkout path or machine changes nothing.
+- The tag is ``v-<content>-<release>``: ``release`` is a random id that Pulumi draws anew
+  whenever the content changes (``random.RandomId`` with the content as its keeper). A
+  change reverted (content A, then B, then A again) is a third build, and gets a third tag,
+  where a tag of the content alone would be A's again, which the repository still holds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
+import pulumi_random as random
 from docker.utils.build import PatternMatcher
 
 from infra.config import REPO_ROOT
@@ -133,15 +139,15 @@ class ImageBuild:
             yield name, root, sent_files(root, [])
 
     @property
-    def tag(self) -> str:
-        """``v-<hash>`` of everything the build sees."""
+    def content(self) -> str:
+        """A hash of everything the build sees."""
         digest = hashlib.sha256(json.dumps(self.inputs(), sort_keys=True).encode())
         digest.update(hashlib.sha256(self.dockerfile.read_bytes()).digest())
         _hash_tree(digest, self.context, self.context_files())
         for name, root, files in self.named_files():
             digest.update(f"named:{name}\0".encode())
             _hash_tree(digest, root, files)
-        return "v-" + digest.hexdigest()[:16]
+        return digest.hexdigest()[:16]
 
 
 def gateway_build(root: Path = REPO_ROOT) -> ImageBuild:
@@ -227,6 +233,13 @@ class ImageRegistry(pulumi.ComponentResource):
     def _image(self, name: str, repo: aws.ecr.Repository, build: ImageBuild) -> docker_build.Image:
         auth = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id)
         cache_ref = pulumi.Output.concat(repo.repository_url, f":{CACHE_TAG_PREFIX}")
+        content = build.content
+        release = random.RandomId(
+            f"{name}-release",
+            byte_length=4,
+            keepers={"content": content},  # a new id whenever the content changes
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         return docker_build.Image(
             f"{name}-image",
             context=docker_build.BuildContextArgs(
@@ -241,7 +254,7 @@ class ImageRegistry(pulumi.ComponentResource):
             build_args=dict(build.build_args),
             build_on_preview=BUILD_ON_PREVIEW,
             push=True,
-            tags=[pulumi.Output.concat(repo.repository_url, f":{build.tag}")],
+            tags=[pulumi.Output.concat(repo.repository_url, f":v-{content}-", release.hex)],
             registries=[
                 docker_build.RegistryArgs(
                     address=repo.repository_url,

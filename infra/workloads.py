@@ -2,7 +2,8 @@
 
 Replicas belong to the HorizontalPodAutoscalers, so the Deployments never declare them
 (with server-side apply, a declared count would be re-applied over the autoscaler's on
-every ``pulumi up``); only a parked stack declares zero. Rolling updates always start the
+every ``pulumi up``); only a parked stack declares zero, taking the field over from the
+autoscaler that owned it. Rolling updates always start the
 new pod first (max surge 1, max unavailable 0): the config check guarantees every
 autoscaler's maximum plus that surge pod fits within the Karpenter pools' limits.
 """
@@ -29,6 +30,10 @@ ZONE = "topology.kubernetes.io/zone"
 # GPU node (~3-5 min), a multi-GB image pull (~5-10 min) and loading plus warming the model
 # (minutes) all come before TF Serving is ready: the default 10 minutes is too short.
 TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# Server-side apply refuses to set a field another manager owns. The autoscaler owns
+# `spec.replicas` once it has scaled, so parking (`replicas: 0`) must take it over; no other
+# field of these Deployments has another owner.
+FORCE_ANNOTATION = "pulumi.com/patchForce"
 TF_SERVING_TIMEOUT_S = 45 * 60
 GATEWAY_TIMEOUT_S = 20 * 60
 meta = k8s.meta.v1
@@ -133,7 +138,7 @@ def deployment(
             name=app.name,
             namespace=namespace,
             labels=app.labels,
-            annotations={TIMEOUT_ANNOTATION: str(timeout_s)},
+            annotations={TIMEOUT_ANNOTATION: str(timeout_s), FORCE_ANNOTATION: "true"},
         ),
         spec=k8s.apps.v1.DeploymentSpecArgs(
             replicas=0 if placement.parked else None,

@@ -62,6 +62,14 @@ def _image(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
     return {"digest": digest, "ref": f"{args.inputs['tags'][0]}@{digest}"}
 
 
+def _random_id(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+    """A stand-in id, different for different keepers (as a replaced RandomId would be)."""
+    keepers = json.dumps(args.inputs.get("keepers", {}), sort_keys=True)
+    return {
+        "hex": hashlib.sha256(keepers.encode()).hexdigest()[: 2 * int(args.inputs["byteLength"])]
+    }
+
+
 def _service(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
     if args.inputs.get("spec", {}).get("type") != "LoadBalancer":
         return {}
@@ -84,6 +92,7 @@ MOCK_OUTPUTS: dict[str, MockOutputs] = {
     "eks:index:Cluster": _cluster,
     "aws:ecr/repository:Repository": _repository,
     "docker-build:index:Image": _image,
+    "random:index/randomId:RandomId": _random_id,
     "kubernetes:core/v1:Service": _service,
     "aws:kms/key:Key": lambda a: {"arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{a.name}"},
     "aws:iam/role:Role": lambda a: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{a.name}", "name": a.name},
@@ -157,6 +166,9 @@ class StackRun:
     config: dict[str, Any]
     resources: list[Recorded]
     outputs: dict[str, Any] = field(default_factory=dict)
+    # resource name -> the names of the resources it was declared to depend on (depends_on):
+    # Pulumi creates those first and deletes them last
+    depends_on: dict[str, set[str]] = field(default_factory=dict)
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -195,8 +207,21 @@ def run_stack(stack: str, config: dict[str, Any]) -> StackRun:
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     run = StackRun(stack, config, mocks.resources)
 
+    def record_dependencies(
+        args: pulumi.ResourceTransformationArgs,
+    ) -> pulumi.ResourceTransformationResult | None:
+        declared = args.opts.depends_on if args.opts else None
+        names = (
+            {str(dep._name) for dep in declared if isinstance(dep, pulumi.Resource)}
+            if isinstance(declared, list)
+            else set()
+        )
+        run.depends_on[args.name] = names
+        return None
+
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def execute() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(record_dependencies)
         outputs = program.main()
         return pulumi.Output.all(**outputs).apply(run.outputs.update)
 

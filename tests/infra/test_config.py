@@ -110,6 +110,13 @@ def test_committed_stacks_are_valid_and_current(stack: str) -> None:
             ["bob"],
             "adminPrincipalArns: 'bob' is not an IAM role or user ARN",
         ),
+        (
+            ["adminPrincipalArns"],
+            ["arn:aws:sts::123456789012:assumed-role/ci-deploy/gha-42"],
+            "adminPrincipalArns: 'arn:aws:sts::123456789012:assumed-role/ci-deploy/gha-42' is "
+            "a role's session, which EKS access entries refuse: use the role, "
+            "arn:aws:iam::123456789012:role/ci-deploy",
+        ),
         (["logRetentionDays"], 10, "logRetentionDays: 10 is not a CloudWatch retention"),
         (["vpcCidr"], "8.8.0.0/16", "vpcCidr: '8.8.0.0/16' must be a private IPv4 block"),
         (["model", "name"], "Clothing Model!", "model.name: String should match pattern"),

@@ -1,6 +1,8 @@
-"""An image's tag changes exactly when its build would: ECR's immutable tags refuse a second
-push of a tag, so a rebuild under an old tag fails `pulumi up`, and a tag that changes
-without a rebuild leaves the cluster on a stale image.
+"""An image's content hash (the part of its tag that names what was built) changes exactly
+when its build would: ECR's immutable tags refuse a second push of a tag, so a rebuild
+under an old tag fails `pulumi up`, and a tag that changes without a rebuild leaves the
+cluster on a stale image. (The tag's other part, a release id drawn anew with each new
+content, covers a change reverted: tests/infra/test_wiring.py.)
 
 Works on a copy of the repository's real Dockerfiles, ignore files and sources in a
 temporary directory, so files can be edited freely.
@@ -47,7 +49,7 @@ def _builds(root: Path) -> dict[str, ImageBuild]:
 
 
 def _tags(root: Path) -> dict[str, str]:
-    return {name: build.tag for name, build in _builds(root).items()}
+    return {name: build.content for name, build in _builds(root).items()}
 
 
 @pytest.fixture
@@ -185,7 +187,7 @@ def test_new_files_and_build_arguments_change_the_tag(repo: Path) -> None:
     assert after["gateway"] != before["gateway"] and after["model"] != before["model"]
     export = ModelExport("clothing-model", 2, repo / "services" / "tf-serving" / "models")
     cpu = model_build(export, on_gpu=False, root=repo)
-    assert cpu.build_args == {"VARIANT": ""} and cpu.tag != after["model"]
+    assert cpu.build_args == {"VARIANT": ""} and cpu.content != after["model"]
 
 
 def test_tags_do_not_depend_on_where_the_checkout_lives(
@@ -201,4 +203,4 @@ def test_tags_do_not_depend_on_where_the_checkout_lives(
         assert build.inputs()["context"] == ".."
         assert build.inputs()["named"] == {"models": "../services/tf-serving/models"}
     assert tags[0] == tags[1]
-    assert all(re.fullmatch(r"v-[0-9a-f]{16}", tag) for tag in tags[0].values())
+    assert all(re.fullmatch(r"[0-9a-f]{16}", tag) for tag in tags[0].values())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.autoscaling import NAMESPACE as KARPENTER_NAMESPACE
+from infra.config import stack_file
 from infra.network import DISCOVERY_TAG
+from infra.serving import NAMESPACE
 from tests.infra.harness import ROOT, Recorded, StackRun
 
 PREFIX = "clothing-serving:"
@@ -169,6 +172,10 @@ def test_karpenter_identity_and_permissions(run: StackRun) -> None:
         "clusterName": cluster_name,
         "interruptionQueue": queue.inputs["name"],
     }
+    # Its region, which it cannot read from the nodes' metadata (hop limit 1 keeps pods out).
+    assert _node_class(run, "cpu")["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    region = stack_file(run.stack)["aws:region"]
+    assert {"name": "AWS_REGION", "value": region} in values["controller"]["env"]
     # Its nodes can join: the node role has an EC2_LINUX access entry, and the EC2NodeClass
     # launches them with it.
     [entry] = run.of_type("aws:eks/accessEntry:AccessEntry")
@@ -260,13 +267,19 @@ def test_images_are_the_pushed_digests(run: StackRun) -> None:
         r.inputs["name"]: r.outputs["repositoryUrl"]
         for r in run.of_type("aws:ecr/repository:Repository")
     }
+    releases = {r.name: r for r in run.of_type("random:index/randomId:RandomId")}
     pushed = {}
     for image in run.of_type("docker-build:index:Image"):
         assert image.inputs["push"] is True
         assert image.inputs["platforms"] == ["linux/amd64"]
         [tag] = image.inputs["tags"]
         repo_url, version = tag.rsplit(":", 1)
-        assert version.startswith("v-") and version != "latest"
+        # v-<content>-<release>: the release id is drawn anew whenever the content changes
+        # (its keeper), so content A, then B, then A again pushes a third, new tag.
+        release = releases[image.name.replace("-image", "-release")]
+        content = release.inputs["keepers"]["content"]
+        assert version == f"v-{content}-{release.outputs['hex']}"
+        assert re.fullmatch(r"[0-9a-f]{16}", content)
         assert image.inputs["registries"][0]["address"] == repo_url
         assert image.inputs["cacheFrom"][0]["registry"]["ref"] == f"{repo_url}:buildcache"
         pushed[repo_url] = f"{repo_url}@{image.outputs['digest']}"
@@ -422,6 +435,34 @@ def test_destroy_order_load_balancer_before_cluster(run: StackRun) -> None:
     assert provider_id == f"{provider.name}-id"
 
 
+def test_create_and_destroy_order(run: StackRun) -> None:
+    """Pulumi creates what a resource depends on first and deletes it last; each of these
+    edges keeps a real `pulumi up` or `pulumi destroy` from failing or leaving things behind."""
+    needs = run.depends_on
+    # EKS logs into the group the stack owns (and deletes), not one it would create itself.
+    assert "cluster-logs" in needs["cluster-eks"]
+    # Karpenter starts on the system nodes, with its CRDs, identity and permissions in place.
+    assert {
+        "cluster-system", "nodes-crds", "nodes-pod-identity", "nodes-controller-policy",
+    } <= needs["nodes-controller"]  # fmt: skip
+    # The pools come after the controller, so on destroy they go while it still runs and
+    # terminates their nodes.
+    for tier in ("cpu", "gpu"):
+        assert "nodes-controller" in needs[f"karpenter-{tier}-nodepool"]
+        assert f"karpenter-{tier}-nodeclass" in needs[f"karpenter-{tier}-nodepool"]
+    # Everything serving declares comes after both pools: the pods have nodes to go to, and
+    # on destroy the pods and the load balancer go before Karpenter and its nodes.
+    serving = [
+        r.name
+        for r in run.kubernetes_objects()
+        if r.inputs.get("metadata", {}).get("namespace") == NAMESPACE
+        or r.typ == "kubernetes:core/v1:Namespace"
+    ]
+    assert len(serving) > 10
+    for name in serving:
+        assert {"karpenter-cpu-nodepool", "karpenter-gpu-nodepool"} <= needs[name], name
+
+
 def test_stack_outputs(run: StackRun) -> None:
     outputs = run.outputs
     assert set(outputs) >= {
@@ -473,7 +514,11 @@ def test_parked_stack_runs_no_serving_pods(export_dir: Path) -> None:
     config[PREFIX + "parked"] = True
     run = run_stack("dev", config)
     for name in ("tf-serving", "gateway"):
-        assert _deployment(run, name)["spec"]["replicas"] == 0
+        deployment = _deployment(run, name)
+        assert deployment["spec"]["replicas"] == 0
+        # The autoscaler owned spec.replicas until now: server-side apply must take it over
+        # (pulumi-kubernetes forces only with this annotation), or the update conflicts.
+        assert deployment["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
     assert run.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler") == []
     assert run.outputs["parked"] is True
     # The pools stay, empty: Karpenter removes their nodes.
