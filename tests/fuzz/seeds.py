@@ -26,6 +26,10 @@ def _images() -> list[bytes]:
         exif[0x0112] = 6
         small.convert(mode).save(data, fmt, **({"exif": exif} if fmt == "JPEG" else {}))
         out.append(data.getvalue())
+    for mode in ("RGB", "CMYK"):  # progressive: scan by scan, into a coefficient buffer
+        data = io.BytesIO()
+        small.convert(mode).save(data, "JPEG", progressive=True)
+        out.append(data.getvalue())
     return out
 
 

@@ -49,7 +49,7 @@ _PATH_CHARS = set(map(chr, range(0x21, 0x7F))) - {"#"}
 
 
 def url(data: bytes) -> None:
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="surrogateescape")  # invalid bytes: lone surrogates
     try:
         target = parse_url(text)
     except ApiError as exc:

@@ -75,8 +75,8 @@ def test_the_budget_is_the_containers_limit_shared_by_the_workers() -> None:
         ),
         ({"WEB_CONCURRENCY": "4"}, 1024, ["memory limit (1024 MiB)", "WEB_CONCURRENCY"], {}),
         (
-            {"DECODE_MEMORY_MIB": "100"}, None, ["DECODE_MEMORY_MIB: 100 MiB", "172 MiB"],
-            {"MAX_IMAGE_PIXELS": "20000000"},
+            {"DECODE_MEMORY_MIB": "100"}, None, ["DECODE_MEMORY_MIB: 100 MiB", "188 MiB"],
+            {"MAX_IMAGE_PIXELS": "18000000"},
         ),
     ],
 )  # fmt: skip

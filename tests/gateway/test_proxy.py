@@ -4,6 +4,7 @@ JSON errors."""
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 import statistics
@@ -12,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import yaml
+from PIL import Image
 
 from gateway.errors import ERRORS
 from gateway.settings import Settings
@@ -63,7 +66,7 @@ def test_proxy_errors_are_registry_codes() -> None:
             codes[code] = int(status)
     assert set(codes) == {
         "bad_request", "method_not_allowed", "request_too_large", "request_head_too_large",
-        "unsupported_protocol", "server_unavailable",
+        "unsupported_protocol", "server_unavailable", "internal_error",
     }  # fmt: skip
     for code, status in codes.items():
         assert ERRORS[code].status == status, code
@@ -172,6 +175,25 @@ def _raw(base: str, data: bytes, may_close: bool = False) -> tuple[int, bytes, d
 
 
 @needs_nginx
+def test_bodies_larger_than_the_proxys_buffer_reach_the_gateway(gateway: str) -> None:
+    """Over client_body_buffer_size nginx spills the body to a temp file first (its worker,
+    not root, writes there), then passes it on whole."""
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noise).save(out, "PNG")
+    assert 2**20 < len(out.getvalue()) < Settings().fetch.max_bytes
+    upstream = int(gateway.rsplit(":", 1)[1])
+    with nginx_proxy(upstream) as proxied:
+        response = requests.post(
+            proxied + "/predict",
+            data=out.getvalue(),
+            headers={"Content-Type": "image/png"},
+            timeout=30,
+        )
+    assert response.status_code == 200, response.text
+
+
+@needs_nginx
 def test_the_proxys_own_refusals_are_json_errors(gateway: str) -> None:
     import json
 
@@ -188,10 +210,13 @@ def test_the_proxys_own_refusals_are_json_errors(gateway: str) -> None:
         }
         header = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n"
         garbage = b"NOT HTTP AT ALL\r\n\r\n"
+        raw_utf8 = "GET /healthz?q=bücher HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         for code, request in [
             *cases.items(),
             ("request_head_too_large", header),
             ("bad_request", garbage),
+            ("bad_request", raw_utf8),  # gunicorn would answer its own HTML 400
+            ("bad_request", b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n"),
         ]:
             status, body, headers = _raw(proxied, request)
             assert headers["content-type"] == "application/json", code

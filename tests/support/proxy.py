@@ -5,6 +5,7 @@ installs; the config is the repository's, with only its port, upstream, temp pat
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -34,6 +35,9 @@ def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
         raise RuntimeError("nginx is not installed")
     port = free_port()
     with tempfile.TemporaryDirectory() as work:
+        # Run as root (as CI does), nginx's workers drop to `nobody`: they must reach the
+        # temp paths under this directory to spill request bodies there.
+        os.chmod(work, 0o755)
         text = CONFIG.read_text()
         text = _replace_once(
             text, r"listen \d+ default_server;", f"listen 127.0.0.1:{port} default_server;"
@@ -46,14 +50,19 @@ def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
             text = _replace_once(text, rf"{directive} \S+;", f"{directive} {value};")
         config = Path(work) / "nginx.conf"
         config.write_text(text)
-        process = subprocess.Popen(
-            [NGINX, "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        log = Path(work) / "error.log"  # a file: a pipe nobody reads would fill and block
+        with log.open("wb") as errors:
+            process = subprocess.Popen(
+                [NGINX, "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until_serving(base + "/nginx-healthz", process, timeout_s=10)
+            try:
+                wait_until_serving(base + "/nginx-healthz", process, timeout_s=10)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}; nginx said: {log.read_text()[-2000:]}") from None
             yield base
         finally:
             process.terminate()

@@ -1,10 +1,10 @@
 """How much memory a gateway process may spend decoding images at once, and the gate that
 keeps it there.
 
-One decode is bounded (``imaging``: about 1.5x the 8-bit RGB size of an image at the
-pixel cap, 172 MiB at the default 40 M pixels), but a worker decodes on each of its
-threads at once, so without a gate a handful of large images sent together would take a
-pod past its memory limit and get it OOM-killed. Each decode reserves its planned peak
+One decode is bounded (``imaging``: 1.5x the 8-bit RGB size of an image at the pixel cap
+plus the codecs' fixed buffers, 188 MiB at the default 40 M pixels), but a worker decodes
+on each of its threads at once, so without a gate a handful of large images sent together
+would take a pod past its memory limit and get it OOM-killed. Each decode reserves its planned peak
 here first; when the budget is taken it waits a few seconds for a decode to finish, then
 answers 503 ``decoder_busy`` with Retry-After. The client retries; the pod lives.
 
@@ -30,6 +30,10 @@ MIB = 2**20
 WORKER_BASE_BYTES = 160 * MIB
 # Peak bytes of one decode per pixel allowed: 1.5x 8-bit RGB (imaging.plan_decode).
 PEAK_BYTES_PER_PIXEL = 1.5 * 3
+# ...plus what a decode takes whatever the image's size: the codecs' own buffers (at most
+# libwebp's 9 MiB) and an upright copy's 4 MiB (imaging), rounded up. Without it a small
+# pixel cap would leave less than any decode needs, and every image would be refused.
+PEAK_FIXED_BYTES = 16 * MIB
 CGROUP = Path("/sys/fs/cgroup")
 # cgroup v1 reports "no limit" as a huge number (a page-rounded 2^63)
 _NO_LIMIT_V1 = 2**60
@@ -37,7 +41,7 @@ _NO_LIMIT_V1 = 2**60
 
 def image_peak_bytes(max_pixels: int) -> int:
     """The most one decode may take: the budget ``imaging`` plans every decode against."""
-    return int(PEAK_BYTES_PER_PIXEL * max_pixels)
+    return int(PEAK_BYTES_PER_PIXEL * max_pixels) + PEAK_FIXED_BYTES
 
 
 def container_memory_limit(root: Path = CGROUP) -> int | None:

@@ -37,8 +37,8 @@ ERRORS: dict[str, ErrorKind] = {
     "request_too_large": ErrorKind(413, "request body over MAX_IMAGE_BYTES (+64 KiB)"),
     "image_too_large": ErrorKind(
         413,
-        "download over MAX_IMAGE_BYTES, more pixels than MAX_IMAGE_PIXELS, or over the "
-        "decoding memory budget",
+        "download over MAX_IMAGE_BYTES, more pixels than MAX_IMAGE_PIXELS, over the "
+        "decoding memory budget, or a JPEG of more scans than encoders write",
     ),
     "request_head_too_large": ErrorKind(431, "request line or headers over the proxy's limit"),
     "unsupported_media_type": ErrorKind(415, "the bytes are not a JPEG, PNG, WebP or GIF image"),

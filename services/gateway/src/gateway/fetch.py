@@ -112,6 +112,11 @@ def parse_url(url: str) -> _Target:
         raise ApiError("invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise ApiError("invalid_url", "URL contains whitespace or control characters")
+    if not url.isascii():
+        try:
+            url.encode("utf-8")  # what the path and query are percent-encoded from
+        except UnicodeEncodeError:
+            raise ApiError("invalid_url", "URL is not valid Unicode (a lone surrogate)") from None
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -12,9 +12,12 @@ Memory is bounded whatever the image: at full resolution the image stays in its 
 mode (the resize happens there; the colour conversion runs on the small result), and
 before decoding, the peak it would need is compared with a budget of 1.5x the 8-bit RGB
 size of an image at the pixel cap (``MAX_IMAGE_PIXELS``). Only an image whose mode forces
-full-size copies (alpha with a non-``nearest`` resize filter) can be over it, and is
-refused with 413 before it costs anything. An EXIF-rotated image is turned upright before
-the resize when a full-size copy fits the budget, else the small result is.
+full-size copies (alpha with a non-``nearest`` resize filter), a WebP (libwebp's own
+canvas) or a progressive JPEG (libjpeg's whole-image coefficient buffer, ``gateway.jpeg``)
+can be over it, and is refused with 413 before it costs anything; so is a JPEG of more
+scans than encoders write, whose CPU cost has no bound. An EXIF-rotated image is turned
+upright before the resize when a full-size copy fits the budget, else the small result is.
+Nothing is decoded before that check: the EXIF orientation is read from the header only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from gateway import jpeg
 from gateway.contract import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 from gateway.decode_memory import MemoryGate, image_peak_bytes
 from gateway.errors import ApiError
@@ -73,6 +77,9 @@ _CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * 2**20
 _WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * 2**20
 _RESAMPLE_BYTES = 1.0
 _UPRIGHT_FIXED = 4 * 2**20
+# Above what any encoder writes (libjpeg's progression: 10 scans, 18 for CMYK); each scan
+# is a pass over the whole image's coefficients.
+MAX_JPEG_SCANS = 100
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -131,11 +138,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def exif_orientation(img: Image.Image, kind: str) -> int:
-    """The EXIF orientation, 1 (upright) unless the image says 2-8. A JPEG without an EXIF
-    segment is upright (parsing for nothing costs ~3% of the decode); broken or odd EXIF
-    (a rational, a string, a huge number, a malformed block) counts as upright."""
-    if kind == "JPEG" and "exif" not in img.info:
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation, 1 (upright) unless the image says 2-8. Only EXIF in the header
+    counts (a PNG's eXIf chunk after the image data, which browsers ignore too, would take
+    a whole decode to reach, before the memory check); an image without is upright, and
+    broken or odd EXIF (a rational, a string, a huge number, a malformed block) as well."""
+    if "exif" not in img.info:
         return 1
     try:
         value = img.getexif().get(_ORIENTATION, 1)
@@ -150,6 +158,7 @@ class DecodePlan:
     tests check against measured peaks)."""
 
     peak_bytes: int
+    orientation: int  # EXIF orientation (1: upright)
     upright_first: bool  # turn an EXIF-rotated image upright before resizing
 
 
@@ -161,8 +170,11 @@ def plan_decode(
     budget: int,
     *,
     alpha: bool = False,
-    rotated: bool = False,
+    orientation: int = 1,
+    coefficients: int = 0,
 ) -> DecodePlan:
+    """``coefficients``: the bytes of a JPEG's whole-image coefficient buffer, if its
+    decoder needs one (``gateway.jpeg``)."""
     decoded = _DECODED_BYTES.get(mode, _WIDE_MODE_BYTES)
     if kind == "WEBP":
         per_pixel, fixed = _WEBP_BYTES, _WEBP_FIXED
@@ -176,12 +188,12 @@ def plan_decode(
             per_pixel += 1
         elif mode in ("P", "PA"):  # converted first, to RGBA (then premultiplied) or RGB
             per_pixel += 2 * _WIDE_MODE_BYTES if alpha else _WIDE_MODE_BYTES
-    peak = int(per_pixel * pixels) + fixed
+    peak = int(per_pixel * pixels) + fixed + coefficients
     # Upright first (a full-size copy) when it fits: then the pixels are exactly the ones
     # the upright photo gives; else the small result is rotated.
     with_copy = peak + decoded * pixels + _UPRIGHT_FIXED
-    upright_first = rotated and with_copy <= budget
-    return DecodePlan(with_copy if upright_first else peak, upright_first)
+    upright_first = orientation in _ORIENT and with_copy <= budget
+    return DecodePlan(with_copy if upright_first else peak, orientation, upright_first)
 
 
 @dataclass(frozen=True)
@@ -213,6 +225,27 @@ class Decoder:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ApiError("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
 
+    def plan(self, img: Image.Image, data: bytes, kind: str) -> DecodePlan:
+        """The decode of an opened (header-only) image, before any pixel is decoded."""
+        coefficients = 0
+        if kind == "JPEG":
+            scans = jpeg.scan_count(data, stop_after=MAX_JPEG_SCANS)
+            if scans > MAX_JPEG_SCANS:
+                raise ApiError(
+                    "image_too_large",
+                    f"a JPEG of more than {MAX_JPEG_SCANS} scans (encoders write at most a "
+                    "few dozen): re-encode it",
+                )
+            if scans > 1 or img.info.get("progressive"):
+                layers = getattr(img, "layer", None) or [(0, 1, 1, 0)] * 4
+                coefficients = jpeg.coefficient_bytes(img.size, [(h, v) for _, h, v, _ in layers])
+        return plan_decode(
+            kind, img.mode, img.size[0] * img.size[1], FILTERS[self.resize_filter],
+            self.memory_budget, alpha=_has_alpha(img),
+            orientation=exif_orientation(img) if self.exif_transpose else 1,
+            coefficients=coefficients,
+        )  # fmt: skip
+
     def _decode(self, data: bytes, kind: str, size: tuple[int, int]) -> Pixels:
         # Only the header is read here: the limits are checked before decoding.
         img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
@@ -221,12 +254,7 @@ class Decoder:
             raise ApiError(
                 "image_too_large", f"image is {w}x{h} pixels; the limit is {self.max_pixels}"
             )
-        resample = FILTERS[self.resize_filter]
-        orientation = exif_orientation(img, kind) if self.exif_transpose else 1
-        plan = plan_decode(
-            kind, img.mode, w * h, resample, self.memory_budget,
-            alpha=_has_alpha(img), rotated=orientation in _ORIENT,
-        )  # fmt: skip
+        plan = self.plan(img, data, kind)
         if plan.peak_bytes > self.memory_budget:
             raise ApiError(
                 "image_too_large",
@@ -235,18 +263,15 @@ class Decoder:
                 f"{self.memory_budget // 2**20} MiB: send a smaller image",
             )
         with self.gate.reserve(plan.peak_bytes) if self.gate else contextlib.nullcontext():
-            return self._convert(img, plan, orientation, resample, size)
+            return self._convert(img, plan, FILTERS[self.resize_filter], size)
 
     @staticmethod
     def _convert(
-        img: Image.Image,
-        plan: DecodePlan,
-        orientation: int,
-        resample: Image.Resampling,
-        size: tuple[int, int],
+        img: Image.Image, plan: DecodePlan, resample: Image.Resampling, size: tuple[int, int]
     ) -> Pixels:
         """Decode (Pillow decodes lazily, on the first operation) and bring to ``size``."""
         height, width = size
+        orientation = plan.orientation
         if resample != Image.Resampling.NEAREST and img.mode in ("P", "PA", "1"):
             img = img.convert("RGBA" if _has_alpha(img) else "RGB" if img.mode != "1" else "L")
         if plan.upright_first:
