@@ -1,9 +1,19 @@
 # Two entry points: `make run` (the service locally, in Docker) and `make test` (everything
 # CI checks). Both install what they need; only Python 3.11 and pip are assumed.
 SHELL := /bin/bash
-UV_VERSION := 0.13.9
+# One uv release everywhere: the gateway image's build pins it, the rest follows.
+UV_VERSION := $(shell sed -n 's/^ARG UV_VERSION=//p' services/gateway/Dockerfile)
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.tools/bin/uv")
 export UV_PYTHON_PREFERENCE := only-system
+# Every dependency group (a plain `uv sync`, what `pulumi up` runs, installs only `infra`).
+RUN := $(UV) run --locked --all-groups
+# The model tooling needs TensorFlow, which has no wheel for Intel Macs since 2.17: there it
+# runs in a Linux container (natively x86_64 under Docker Desktop), everywhere else here.
+ifeq ($(shell uname -s)-$(shell uname -m),Darwin-x86_64)
+MODEL_TOOLS := tools/in-linux.sh python -m model_tools
+else
+MODEL_TOOLS := $(UV) run --locked --group model python -m model_tools
+endif
 
 # The model `make model` exports: the course's trained Xception (downloaded once into
 # MODEL_CACHE), or your own Keras file: `make model MODEL_FILE=path/to/model.h5`.
@@ -54,18 +64,19 @@ $(CRD_SCHEMAS): tests/crds/package-lock.json
 	touch "$(CRD_SCHEMAS)"
 
 venv: | $(UV) ## .venv from uv.lock (all dependency groups)
-	$(UV) sync --locked
+	$(UV) sync --locked --all-groups
 
 setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas, nginx)
 	bash tools/install-nginx.sh
 
 lint: setup ## ruff + mypy
-	$(UV) run --locked ruff check .
-	$(UV) run --locked ruff format --check .
-	$(UV) run --locked mypy
+	$(UV) lock --check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
 
 pytest: setup
-	$(UV) run --locked pytest
+	$(RUN) pytest
 
 test: lint pytest ## what CI runs
 
@@ -76,14 +87,14 @@ FUZZ_TARGET ?= decode url body predict_response
 fuzz: setup ## fuzz the gateway's parsers for FUZZ_SECONDS each (crashes land in .cache/fuzz)
 	mkdir -p $(MODEL_CACHE)/fuzz
 	for target in $(FUZZ_TARGET); do \
-	  $(UV) run --locked python -m tests.fuzz.seeds $$target $(MODEL_CACHE)/fuzz/$$target-corpus && \
-	  $(UV) run --locked python -m tests.fuzz $$target -max_total_time=$(FUZZ_SECONDS) -timeout=5 \
+	  $(RUN) python -m tests.fuzz.seeds $$target $(MODEL_CACHE)/fuzz/$$target-corpus && \
+	  $(RUN) python -m tests.fuzz $$target -max_total_time=$(FUZZ_SECONDS) -timeout=5 \
 	    -rss_limit_mb=2048 -artifact_prefix=$(MODEL_CACHE)/fuzz/ $(MODEL_CACHE)/fuzz/$$target-corpus \
 	    || exit 1; \
 	done
 
 stubs: setup ## regenerate the gateway's TF Serving stubs
-	$(UV) run --locked python services/gateway/tools/generate_stubs.py
+	$(RUN) python services/gateway/tools/generate_stubs.py
 
 # Only the course's model is downloaded; any other MODEL_FILE must already exist.
 $(COURSE_MODEL):
@@ -105,8 +116,8 @@ $(EXPORT_INPUTS): FORCE
 	@mkdir -p "$(dir $@)"
 	@echo '$(export_inputs)' | cmp -s - "$@" || echo '$(export_inputs)' > "$@"
 
-$(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | venv
-	$(UV) run --locked python -m model_tools export "$(MODEL_FILE)" --out "$(MODEL_DIR)" \
+$(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | $(UV)
+	$(MODEL_TOOLS) export "$(MODEL_FILE)" --out "$(MODEL_DIR)" \
 	  --overwrite $(export_args)
 
 model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
@@ -117,13 +128,13 @@ run: ## build both images and start TF Serving + the gateway on http://localhost
 	docker compose up --build
 
 cost: venv ## hourly cost of the dev and prod stacks (from their config and list prices)
-	$(UV) run --locked python -m infra.cost
+	$(RUN) python -m infra.cost
 
 bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
-	$(UV) run --locked python -m bench.gateway_vs_reference
+	$(RUN) python -m bench.gateway_vs_reference
 
 load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
-	$(UV) run --locked python -m bench.load_test
+	$(RUN) python -m bench.load_test
 
 clean:
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

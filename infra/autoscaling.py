@@ -440,7 +440,7 @@ class NodeAutoscaler(pulumi.ComponentResource):
                             "memory": f"{requests.memory_mib}Mi",
                         },
                         "limits": {"memory": f"{requests.memory_mib}Mi"},
-                    }
+                    },
                 },
             },
             opts=pulumi.ResourceOptions.merge(

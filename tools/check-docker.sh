@@ -23,3 +23,10 @@ if ! docker info >/dev/null 2>&1; then
   echo "error: the Docker engine is not running (docker info failed); start Docker and retry" >&2
   exit 1
 fi
+# Apple Silicon: TF Serving's image is amd64-only and needs AVX, which Docker Desktop's
+# Rosetta emulation does not give Linux containers; its QEMU emulation does.
+if [[ $(uname -s 2>/dev/null) == Darwin && $(uname -m 2>/dev/null) == arm64 ]]; then
+  echo "note: TF Serving runs emulated (linux/amd64) on this Mac. If it exits with" >&2
+  echo "  'Illegal instruction', turn off Docker Desktop's 'Use Rosetta for x86_64/amd64" >&2
+  echo "  emulation on Apple Silicon' (Settings > General) so that QEMU runs it." >&2
+fi

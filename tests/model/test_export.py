@@ -308,6 +308,33 @@ def test_bad_input_gives_a_clear_error(
     assert message in capsys.readouterr().err
 
 
+def test_without_tensorflow_the_cli_says_where_to_run(
+    tmp_path: Path,
+    keras_model_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Intel Mac installs the tooling without TensorFlow (no wheel): one clear message."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name)
+    )
+    assert main(["export", str(keras_model_file), "--out", str(tmp_path / "o")]) == 2
+    assert "tools/in-linux.sh python -m model_tools" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_a_clear_error(
+    tmp_path: Path, keras_model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    argv = ["export", str(keras_model_file), "--out", str(blocker / "out"), "--preprocessing", "tf"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
 def test_existing_version_is_not_overwritten(tmp_path: Path, keras_model_file: Path) -> None:
     request = ExportRequest(keras_model_file, tmp_path, "m", 1, LABELS, preprocessing="tf")
     first = export(request)

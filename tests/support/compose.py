@@ -3,12 +3,21 @@ run the gateway the way users do, with no per-model settings added."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+# compose's `${NAME}` and `${NAME:-default}` (the default also when NAME is empty)
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: str, shell: Mapping[str, str]) -> str:
+    """``value`` as compose reads it from the file, given the shell's variables."""
+    return _VARIABLE.sub(lambda m: shell.get(m[1]) or (m[2] or ""), value)
 
 
 def compose_services() -> dict[str, Any]:
@@ -18,10 +27,14 @@ def compose_services() -> dict[str, Any]:
     return services
 
 
-def compose_gateway_env(model_port: int) -> dict[str, str]:
-    """compose's gateway environment, pointed at a model server on loopback and allowed to
+def compose_gateway_env(model_port: int, shell: Mapping[str, str] | None = None) -> dict[str, str]:
+    """compose's gateway environment for a shell that sets ``shell`` (by default nothing,
+    as `make run` with no options), pointed at a model server on loopback and allowed to
     download from the loopback image host."""
-    env = {k: str(v) for k, v in compose_services()["gateway"]["environment"].items()}
+    env = {
+        k: interpolate(str(v), shell or {})
+        for k, v in compose_services()["gateway"]["environment"].items()
+    }
     env["TF_SERVING_HOST"] = f"127.0.0.1:{model_port}"
     env["FETCH_ALLOW"] = "127.0.0.0/8"
     env["MODEL_TIMEOUT_S"] = "30"  # Xception on this CPU, not a GPU

@@ -4,6 +4,7 @@ downloaded; a MODEL_FILE that does not exist."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -66,7 +67,21 @@ def test_no_docker_at_all(tmp_path: Path) -> None:
 
 def test_a_working_docker_passes(tmp_path: Path) -> None:
     _fake_docker(tmp_path, "2.29.7")
-    assert _check(tmp_path).returncode == 0
+    result = _check(tmp_path)
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_apple_silicon_is_told_how_tf_serving_runs(tmp_path: Path) -> None:
+    """TF Serving's amd64-only image needs AVX: QEMU gives it, Docker's Rosetta does not."""
+    _fake_docker(tmp_path, "2.29.7")
+    uname = tmp_path / "uname"
+    uname.write_text('#!/bin/bash\n[ "$1" = "-s" ] && echo Darwin || echo arm64\n')
+    uname.chmod(0o755)
+    result = _check(tmp_path)
+    assert result.returncode == 0  # a note, not an error
+    assert "Use Rosetta for x86_64/amd64" in result.stderr
+    assert "Illegal instruction" in result.stderr
 
 
 def _make_model(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,7 +120,9 @@ def test_failed_download_says_how_to_use_a_model_on_disk(
     result = _make_model(tmp_path, f"MODEL_URL={unavailable_url}")
     assert result.returncode != 0
     # One message with curl's reason and the way out; nothing else but make's own line.
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    lines = [
+        line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)
+    ]
     assert lines[0].startswith(f"error: could not download {unavailable_url} (curl: (22)")
     assert "503" in lines[0]
     assert "make model MODEL_FILE=path/to/model.h5" in result.stderr
@@ -118,3 +135,22 @@ def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
     result = _make_model(tmp_path, f"MODEL_FILE={tmp_path / 'mine.h5'}")
     assert result.returncode != 0
     assert f"error: MODEL_FILE={tmp_path / 'mine.h5'} does not exist" in result.stderr
+
+
+def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
+    """`make run MODEL_NAME=x` serves the export under x, and compose tells the gateway."""
+    from gateway.settings import Settings
+    from tests.support.compose import compose_gateway_env
+
+    model = tmp_path / "mine.keras"
+    model.write_bytes(b"")
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "model", f"MODEL_FILE={model}",
+         f"MODEL_CACHE={tmp_path / 'cache'}", f"MODEL_DIR={tmp_path / 'models'}",
+         "MODEL_NAME=shoes"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert '--name "shoes"' in dry.stdout
+    named = Settings.from_env(compose_gateway_env(8500, {"MODEL_NAME": "shoes"}))
+    assert named.model.name == "shoes"
+    assert Settings.from_env(compose_gateway_env(8500)).model.name == Settings().model.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -77,9 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_TENSORFLOW = (
+    "TensorFlow is not installed here: it has no wheel for this platform (Intel Macs have "
+    "none since TensorFlow 2.17). Run the model tooling in a Linux container instead: "
+    "`make model` does, or `tools/in-linux.sh python -m model_tools ...`"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("tensorflow") is None:
+        print(f"error: {NO_TENSORFLOW}", file=sys.stderr)
+        return 2
     try:
         if args.command == "export":
             from model_tools.export import ExportRequest, export
@@ -103,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(describe(args.version_dir))
     except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be read or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
