@@ -30,6 +30,12 @@ def scan_count(data: bytes, stop_after: int) -> int:
     """The scans (SOS segments) in ``data``, walking the marker segments so that bytes in
     an EXIF thumbnail or an ICC profile do not count; stops early once past ``stop_after``.
     A malformed stream ends the walk: the decoder reports it."""
+    # Every SOS marker is the byte pair FF DA, and entropy-coded data never holds one (a
+    # data byte FF is always followed by 00), so counting the pairs, at C speed, is exact
+    # unless an APPn segment holds some too: only then walk.
+    upper = data.count(b"\xff\xda")
+    if upper <= 1:
+        return upper
     scans, i, end = 0, 2, len(data)
     while i + 4 <= end and scans <= stop_after:
         if data[i] != 0xFF:
