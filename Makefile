@@ -9,7 +9,8 @@ export UV_PYTHON_PREFERENCE := only-system
 RUN := $(UV) run --locked --all-groups
 # The model tooling needs TensorFlow, which has no wheel for Intel Macs since 2.17: there it
 # runs in a Linux container (natively x86_64 under Docker Desktop), everywhere else here.
-ifeq ($(shell uname -s)-$(shell uname -m),Darwin-x86_64)
+HOST_PLATFORM := $(shell uname -s)-$(shell uname -m)
+ifeq ($(HOST_PLATFORM),Darwin-x86_64)
 MODEL_TOOLS := tools/in-linux.sh python -m model_tools
 else
 MODEL_TOOLS := $(UV) run --locked --group model python -m model_tools
@@ -66,8 +67,15 @@ $(CRD_SCHEMAS): tests/crds/package-lock.json
 venv: | $(UV) ## .venv from uv.lock (all dependency groups)
 	$(UV) sync --locked --all-groups
 
+# The test tools are set up where `make test` runs (CI's platform): the TF Serving image's
+# TensorFlow and Debian's nginx exist for Linux x86_64 only.
+ifeq ($(HOST_PLATFORM),Linux-x86_64)
 setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas, nginx)
 	bash tools/install-nginx.sh
+else
+setup: venv
+	@echo "note: .venv is ready; the test tools (checkov, the TF Serving runtime, nginx) are set up on Linux x86_64 only, where make test runs"
+endif
 
 lint: setup ## ruff + mypy
 	$(UV) lock --check

@@ -154,3 +154,28 @@ def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
     named = Settings.from_env(compose_gateway_env(8500, {"MODEL_NAME": "shoes"}))
     assert named.model.name == "shoes"
     assert Settings.from_env(compose_gateway_env(8500)).model.name == Settings().model.name
+
+
+def _dry_run(*args: str) -> str:
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+
+
+@pytest.mark.parametrize("platform", ["Darwin-arm64", "Darwin-x86_64", "Linux-aarch64"])
+def test_setup_on_a_laptop_installs_the_environment_not_the_ci_tools(platform: str) -> None:
+    """The TF Serving image's TensorFlow and Debian's nginx exist for Linux x86_64 only."""
+    commands = _dry_run("setup", f"HOST_PLATFORM={platform}")
+    assert "sync --locked --all-groups" in commands
+    assert "tf-serving-runtime" not in commands and "install-nginx" not in commands
+
+
+def test_intel_macs_export_in_a_linux_container(tmp_path: Path) -> None:
+    model = tmp_path / "mine.keras"
+    model.write_bytes(b"")
+    common = [f"MODEL_FILE={model}", f"MODEL_CACHE={tmp_path}/c", f"MODEL_DIR={tmp_path}/m"]
+    intel = _dry_run("model", "HOST_PLATFORM=Darwin-x86_64", *common)
+    assert "tools/in-linux.sh python -m model_tools export" in intel
+    native = _dry_run("model", "HOST_PLATFORM=Darwin-arm64", *common)
+    assert "run --locked --group model python -m model_tools export" in native
