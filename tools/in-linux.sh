@@ -19,10 +19,9 @@ dockerfile=$root/services/gateway/Dockerfile
 image=$(sed -n 's/^FROM \(python:[^ ]*\) AS build$/\1/p' "$dockerfile")
 uv_version=$(sed -n 's/^ARG UV_VERSION=//p' "$dockerfile")
 mounts=(-v "$root:$root")
-if [[ -n ${HOME:-} && -d $HOME && $root != "$HOME"/* ]]; then
-  mounts+=(-v "$HOME:$HOME")
-elif [[ -n ${HOME:-} && -d $HOME ]]; then
-  mounts=(-v "$HOME:$HOME")
+if [[ -n ${HOME:-} && -d $HOME ]]; then
+  mounts=(-v "$HOME:$HOME")  # the repository too, when it lives there
+  [[ $root == "$HOME"/* ]] || mounts+=(-v "$root:$root")
 fi
 # shellcheck disable=SC2016  # expanded by the container's shell
 exec "$docker" run --rm --platform linux/amd64 "${mounts[@]}" -w "$PWD" \
@@ -33,5 +32,5 @@ exec "$docker" run --rm --platform linux/amd64 "${mounts[@]}" -w "$PWD" \
     uv=/opt/clothing/uv/bin/uv
     [[ -x $uv && $($uv --version) == "uv $0"* ]] \
       || pip install --quiet --root-user-action=ignore --target /opt/clothing/uv "uv==$0"
-    cd "'"$root"'" && "$uv" sync --quiet --locked --no-default-groups --group model && cd - >/dev/null
+    "$uv" sync --quiet --locked --project "'"$root"'" --no-default-groups --group model
     exec "$uv" run --project "'"$root"'" --no-sync "$@"' "$uv_version" "$@"

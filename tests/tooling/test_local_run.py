@@ -137,30 +137,32 @@ def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
     assert f"error: MODEL_FILE={tmp_path / 'mine.h5'} does not exist" in result.stderr
 
 
-def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
-    """`make run MODEL_NAME=x` serves the export under x, and compose tells the gateway."""
-    from gateway.settings import Settings
-    from tests.support.compose import compose_gateway_env
-
-    model = tmp_path / "mine.keras"
-    model.write_bytes(b"")
-    dry = subprocess.run(
-        ["make", "-n", "--no-print-directory", "model", f"MODEL_FILE={model}",
-         f"MODEL_CACHE={tmp_path / 'cache'}", f"MODEL_DIR={tmp_path / 'models'}",
-         "MODEL_NAME=shoes"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    assert '--name "shoes"' in dry.stdout
-    named = Settings.from_env(compose_gateway_env(8500, {"MODEL_NAME": "shoes"}))
-    assert named.model.name == "shoes"
-    assert Settings.from_env(compose_gateway_env(8500)).model.name == Settings().model.name
-
-
 def _dry_run(*args: str) -> str:
     return subprocess.run(
         ["make", "-n", "--no-print-directory", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
+
+
+def _dry_run_model(tmp_path: Path, *args: str) -> str:
+    """What `make model` would run for a model file on disk."""
+    model = tmp_path / "mine.keras"
+    model.write_bytes(b"")
+    return _dry_run(
+        "model", f"MODEL_FILE={model}", f"MODEL_CACHE={tmp_path / 'cache'}",
+        f"MODEL_DIR={tmp_path / 'models'}", *args,
+    )  # fmt: skip
+
+
+def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
+    """`make run MODEL_NAME=x` serves the export under x, and compose tells the gateway."""
+    from gateway.settings import Settings
+    from tests.support.compose import compose_gateway_env
+
+    assert '--name "shoes"' in _dry_run_model(tmp_path, "MODEL_NAME=shoes")
+    named = Settings.from_env(compose_gateway_env(8500, {"MODEL_NAME": "shoes"}))
+    assert named.model.name == "shoes"
+    assert Settings.from_env(compose_gateway_env(8500)).model.name == Settings().model.name
 
 
 @pytest.mark.parametrize("platform", ["Darwin-arm64", "Darwin-x86_64", "Linux-aarch64"])
@@ -172,10 +174,7 @@ def test_setup_on_a_laptop_installs_the_environment_not_the_ci_tools(platform: s
 
 
 def test_intel_macs_export_in_a_linux_container(tmp_path: Path) -> None:
-    model = tmp_path / "mine.keras"
-    model.write_bytes(b"")
-    common = [f"MODEL_FILE={model}", f"MODEL_CACHE={tmp_path}/c", f"MODEL_DIR={tmp_path}/m"]
-    intel = _dry_run("model", "HOST_PLATFORM=Darwin-x86_64", *common)
+    intel = _dry_run_model(tmp_path, "HOST_PLATFORM=Darwin-x86_64")
     assert "tools/in-linux.sh python -m model_tools export" in intel
-    native = _dry_run("model", "HOST_PLATFORM=Darwin-arm64", *common)
+    native = _dry_run_model(tmp_path, "HOST_PLATFORM=Darwin-arm64")
     assert "run --locked --group model python -m model_tools export" in native

@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             from model_tools.inspect_model import describe
 
             print(describe(args.version_dir))
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a path that cannot be read or written
+    except (ExportError, OSError) as exc:  # OSError: a path that cannot be read or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -102,14 +102,15 @@ def _load_keras(path: Path, *, keras2: bool) -> LoadedModel:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(f"{path}: the model must have one input and one output")
     activation = getattr(model.layers[-1], "activation", None)
+    layers = list(_walk(model))
     return LoadedModel(
         call=lambda x: model(x, training=False),
         input_shape=tuple(model.inputs[0].shape),
         output_shape=tuple(model.outputs[0].shape),
         input_name=str(model.inputs[0].name).split(":", 1)[0],
         output_name=model.layers[-1].name,
-        layer_names=tuple(layer.name for layer in _walk(model)),
-        layer_classes=frozenset(type(layer).__name__ for layer in _walk(model)),
+        layer_names=tuple(layer.name for layer in layers),
+        layer_classes=frozenset(type(layer).__name__ for layer in layers),
         ends_in_softmax=(
             getattr(activation, "__name__", "") == "softmax" if activation is not None else None
         ),
