@@ -40,8 +40,10 @@ export_inputs = $(abspath $(MODEL_FILE)) $(abspath $(MODEL_DIR)) $(export_args)
 TF_SERVING_RUNTIME := $(CURDIR)/.tools/tf-serving-runtime/bin/python
 # The schemas of the custom resources the Pulumi program declares (npm packages).
 CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
+# axe-core, the accessibility rules the website's browser tests run (an npm package).
+WEB_CHECKS := $(CURDIR)/tests/web/node_modules/.package-lock.json
 
-.PHONY: setup venv test lint pytest run model stubs fuzz bench load cost clean FORCE
+.PHONY: setup venv test lint pytest run model stubs fuzz bench load cost screenshots clean FORCE
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
@@ -64,17 +66,21 @@ $(CRD_SCHEMAS): tests/crds/package-lock.json
 	npm ci --prefix tests/crds --no-audit --no-fund --loglevel=error
 	touch "$(CRD_SCHEMAS)"
 
+$(WEB_CHECKS): tests/web/package-lock.json
+	npm ci --prefix tests/web --no-audit --no-fund --loglevel=error
+	touch "$(WEB_CHECKS)"
+
 venv: | $(UV) ## .venv from uv.lock (all dependency groups)
 	$(UV) sync --locked --all-groups
 
 # The test tools are set up where `make test` runs (CI's platform): the TF Serving image's
-# TensorFlow and Debian's nginx exist for Linux x86_64 only.
+# TensorFlow and Debian's nginx and Chromium exist for Linux x86_64 only.
 ifeq ($(HOST_PLATFORM),Linux-x86_64)
-setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas, nginx)
-	bash tools/install-nginx.sh
+setup: venv $(CHECKOV) $(TF_SERVING_RUNTIME) $(CRD_SCHEMAS) $(WEB_CHECKS) ## .venv, plus the test tools (checkov, TF Serving runtime, CRD schemas, axe-core, nginx, Chromium)
+	bash tools/install-test-packages.sh
 else
 setup: venv
-	@echo "note: .venv is ready; the test tools (checkov, the TF Serving runtime, nginx) are set up on Linux x86_64 only, where make test runs"
+	@echo "note: .venv is ready; the test tools (checkov, the TF Serving runtime, nginx, Chromium) are set up on Linux x86_64 only, where make test runs"
 endif
 
 lint: setup ## ruff + mypy
@@ -143,6 +149,10 @@ bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 
 load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
 	$(RUN) python -m bench.load_test
+
+# The README's pictures of the website: taken by its browser tests, written into docs/.
+screenshots: setup ## retake docs/website.png and docs/website-phone.png
+	WEBSITE_SCREENSHOTS=$(CURDIR)/docs $(RUN) pytest -q tests/web -k "screenshot or phone"
 
 clean:
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

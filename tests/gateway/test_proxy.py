@@ -194,6 +194,21 @@ def test_bodies_larger_than_the_proxys_buffer_reach_the_gateway(gateway: str) ->
 
 
 @needs_nginx
+def test_the_website_passes_the_proxy_with_its_headers(gateway: str) -> None:
+    """The page's policy and the assets' caching reach the browser through nginx."""
+    upstream = int(gateway.rsplit(":", 1)[1])
+    with nginx_proxy(upstream) as proxied:
+        page = requests.get(proxied + "/", timeout=10)
+        assert page.status_code == 200 and page.headers["Content-Security-Policy"]
+        again = requests.get(proxied + "/", headers={"If-None-Match": page.headers["ETag"]})
+        assert again.status_code == 304
+        [script] = re.findall(r'src="(/static/site\.js\?v=\w+)"', page.text)
+        asset = requests.get(proxied + script, timeout=10)
+        assert asset.status_code == 200
+        assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+@needs_nginx
 def test_the_proxys_own_refusals_are_json_errors(gateway: str) -> None:
     import json
 

@@ -66,6 +66,9 @@ class FakeModel:
     labels: tuple[str, ...] = CLOTHING_CLASSES
     classes_output: bool = True  # a `classes` output with the labels, like an export
     logits: npt.NDArray[np.float32] = field(default_factory=lambda: FIXED_LOGITS.copy())
+    # Logits computed from each image (so different pictures get different answers, as
+    # from a real model) instead of the fixed ``logits``.
+    logits_from_image: bool = False
     tensor_content: bool = False  # --enable_serialization_as_tensor_content
     state: get_model_status_pb2.ModelVersionStatus.State = (
         get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -110,10 +113,15 @@ class FakeModel:
         """The signature map of the SavedModel, as GetModelMetadata returns it."""
         return {self.signature_name: self.signature_def(), INIT_OP_KEY: init_op_signature()}
 
-    def run(self, batch: int) -> dict[str, npt.NDArray[np.generic]]:
-        outputs: dict[str, npt.NDArray[np.generic]] = {
-            self.output_name: np.tile(self.logits, (batch, 1)).astype(np.float32)
-        }
+    def run(self, images: npt.NDArray[np.generic]) -> dict[str, npt.NDArray[np.generic]]:
+        batch = images.shape[0]
+        if self.logits_from_image:
+            # each class's logit: the mean of one band of the image's rows, spread out
+            bands = np.array_split(images.astype(np.float32), self.num_classes, axis=1)
+            logits = np.stack([band.mean(axis=(1, 2, 3)) for band in bands], axis=1) / 16
+        else:
+            logits = np.tile(self.logits, (batch, 1))
+        outputs: dict[str, npt.NDArray[np.generic]] = {self.output_name: logits.astype(np.float32)}
         if self.classes_output:
             outputs[CLASSES_OUTPUT] = np.array([list(self.labels)] * batch, dtype=object)
         return outputs
@@ -157,7 +165,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"input {m.input_name} has shape {list(image.shape)}; "
                     f"the model takes {list(m.input_shape)}",
                 )
-            outputs = m.run(image.shape[0])
+            outputs = m.run(image)
             check_batched_outputs(image.shape[0], outputs)
         except WireError as error:
             error.abort(context)

@@ -167,10 +167,20 @@ def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("platform", ["Darwin-arm64", "Darwin-x86_64", "Linux-aarch64"])
 def test_setup_on_a_laptop_installs_the_environment_not_the_ci_tools(platform: str) -> None:
-    """The TF Serving image's TensorFlow and Debian's nginx exist for Linux x86_64 only."""
+    """The TF Serving image's TensorFlow, Debian's nginx and Chromium exist for Linux x86_64
+    only."""
     commands = _dry_run("setup", f"HOST_PLATFORM={platform}")
     assert "sync --locked --all-groups" in commands
-    assert "tf-serving-runtime" not in commands and "install-nginx" not in commands
+    assert "tf-serving-runtime" not in commands and "install-test-packages" not in commands
+
+
+def test_setup_where_ci_runs_installs_the_browser_checks() -> None:
+    """CI's platform gets Chromium and axe-core, so the website's browser tests run there
+    rather than skip."""
+    commands = _dry_run("-B", "setup", "HOST_PLATFORM=Linux-x86_64")
+    assert "bash tools/install-test-packages.sh" in commands
+    assert "npm ci --prefix tests/web" in commands
+    assert "chromium" in (ROOT / "tools" / "install-test-packages.sh").read_text()
 
 
 def test_intel_macs_export_in_a_linux_container(tmp_path: Path) -> None:

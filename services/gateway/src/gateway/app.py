@@ -17,6 +17,7 @@ from gateway.request_body import register_body_reader
 from gateway.routes import api
 from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
+from gateway.site import site
 
 
 def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None = None) -> Flask:
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None 
     gateway = Gateway.build(settings, fetcher)
     log = configure_logging()
 
-    app = Flask("gateway")
+    app = Flask("gateway", static_folder=None)  # the website serves its own (gateway.site)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = gateway
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None 
     register_body_reader(app, settings.max_request_bytes)
     register_error_handlers(app, gateway.metrics, log, settings.max_request_bytes)
     app.register_blueprint(api)
+    app.register_blueprint(site)
     memory = settings.decode_memory
     log.info(
         "decode memory",

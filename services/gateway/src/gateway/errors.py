@@ -1,9 +1,10 @@
 """Every failure a client can see: one registry of error codes, the error type, and the
 Flask handlers that turn any exception into ``{"error": {"code", "message"}}``.
 
-The registry is the single source of each code's HTTP status and meaning: the handlers,
-the OpenAPI document (``gateway.openapi``) and the README's table
-(``python -m gateway.errors``) all come from it.
+The registry is the single source of each code's HTTP status, its meaning for developers
+and its plain words for people: the handlers, the OpenAPI document (``gateway.openapi``),
+the README's table (``python -m gateway.errors``) and the website's messages
+(``gateway.site``) all come from it.
 """
 
 from __future__ import annotations
@@ -21,53 +22,119 @@ from gateway.metrics import Metrics
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
-    meaning: str
+    meaning: str  # for developers: the README's table and the OpenAPI document
+    plain: str  # for people: what the website says
 
 
 ERRORS: dict[str, ErrorKind] = {
-    "bad_request": ErrorKind(400, "malformed body or request framing, or a missing field"),
+    "bad_request": ErrorKind(
+        400,
+        "malformed body or request framing, or a missing field",
+        "The request was malformed. Reload the page and try again.",
+    ),
     "invalid_url": ErrorKind(
-        400, "URL not http(s), malformed, with credentials, or longer than 2048 characters"
+        400,
+        "URL not http(s), malformed, with credentials, or longer than 2048 characters",
+        "That is not a web link this service can use: give a full http:// or https:// link.",
     ),
     "url_not_allowed": ErrorKind(
-        400, "URL resolves to a private, loopback, link-local or metadata address"
+        400,
+        "URL resolves to a private, loopback, link-local or metadata address",
+        "That link points to a private network address, which this service does not visit.",
     ),
-    "not_found": ErrorKind(404, "no such path"),
-    "method_not_allowed": ErrorKind(405, "the path exists but not for this method"),
-    "request_too_large": ErrorKind(413, "request body over MAX_IMAGE_BYTES (+64 KiB)"),
+    "not_found": ErrorKind(404, "no such path", "That page does not exist."),
+    "method_not_allowed": ErrorKind(
+        405, "the path exists but not for this method", "That page cannot be used this way."
+    ),
+    "request_too_large": ErrorKind(
+        413, "request body over MAX_IMAGE_BYTES (+64 KiB)", "That file is too large to send."
+    ),
     "image_too_large": ErrorKind(
         413,
         "download over MAX_IMAGE_BYTES, more pixels than MAX_IMAGE_PIXELS, over the "
         "decoding memory budget, or a JPEG of more scans than encoders write",
+        "That image is too large to classify: try a smaller one.",
     ),
-    "request_head_too_large": ErrorKind(431, "request line or headers over the proxy's limit"),
-    "unsupported_media_type": ErrorKind(415, "the bytes are not a JPEG, PNG, WebP or GIF image"),
+    "request_head_too_large": ErrorKind(
+        431,
+        "request line or headers over the proxy's limit",
+        "The request was too long. Try a shorter link.",
+    ),
+    "unsupported_media_type": ErrorKind(
+        415,
+        "the bytes are not a JPEG, PNG, WebP or GIF image",
+        "That is not an image: give a JPEG, PNG, WebP or GIF picture.",
+    ),
     "unsupported_content_type": ErrorKind(
-        415, "request Content-Type is not JSON, multipart/form-data or image/*"
+        415,
+        "request Content-Type is not JSON, multipart/form-data or image/*",
+        "The request was not understood. Reload the page and try again.",
     ),
-    "undecodable_image": ErrorKind(422, "looks like an image but cannot be decoded"),
-    "internal_error": ErrorKind(500, "a bug (logged with a traceback); the worker keeps serving"),
+    "undecodable_image": ErrorKind(
+        422,
+        "looks like an image but cannot be decoded",
+        "That image looks damaged: it could not be read.",
+    ),
+    "internal_error": ErrorKind(
+        500,
+        "a bug (logged with a traceback); the worker keeps serving",
+        "Something went wrong on our side. Please try again.",
+    ),
     "unsupported_protocol": ErrorKind(
-        501, "a Transfer-Encoding or HTTP version the proxy does not implement"
+        501,
+        "a Transfer-Encoding or HTTP version the proxy does not implement",
+        "Your browser sent a request this service does not support.",
     ),
-    "download_failed": ErrorKind(502, "the image host failed, refused or answered nonsense"),
-    "too_many_redirects": ErrorKind(502, "the image URL redirected more than MAX_REDIRECTS times"),
-    "model_error": ErrorKind(502, "the model server answered with an error or a malformed reply"),
+    "download_failed": ErrorKind(
+        502,
+        "the image host failed, refused or answered nonsense",
+        "The site that link points to did not give us the image.",
+    ),
+    "too_many_redirects": ErrorKind(
+        502,
+        "the image URL redirected more than MAX_REDIRECTS times",
+        "That link redirects too many times.",
+    ),
+    "model_error": ErrorKind(
+        502,
+        "the model server answered with an error or a malformed reply",
+        "The classifier failed on this image. Please try again.",
+    ),
     "model_misconfigured": ErrorKind(
-        502, "the served model does not fit the gateway's settings (labels, size, signature)"
+        502,
+        "the served model does not fit the gateway's settings (labels, size, signature)",
+        "The classifier is set up wrongly: the people who run it have to fix it.",
     ),
     "model_unavailable": ErrorKind(
-        503, "model server down, model not loaded, or overloaded (with Retry-After)"
+        503,
+        "model server down, model not loaded, or overloaded (with Retry-After)",
+        "The classifier is busy or starting. Try again in a moment.",
     ),
-    "not_ready": ErrorKind(503, "/readyz: the model cannot be served yet (with Retry-After)"),
+    "not_ready": ErrorKind(
+        503,
+        "/readyz: the model cannot be served yet (with Retry-After)",
+        "The classifier is not ready yet. Try again in a moment.",
+    ),
     "server_unavailable": ErrorKind(
-        503, "the gateway's workers did not answer the proxy in front (with Retry-After)"
+        503,
+        "the gateway's workers did not answer the proxy in front (with Retry-After)",
+        "The service is busy. Try again in a moment.",
     ),
     "decoder_busy": ErrorKind(
-        503, "the worker's memory for decoding is taken by other large images (with Retry-After)"
+        503,
+        "the worker's memory for decoding is taken by other large images (with Retry-After)",
+        "The service is busy with other large images. Try again in a moment.",
     ),
-    "download_timeout": ErrorKind(504, "the image download passed its deadline"),
-    "model_timeout": ErrorKind(504, "the model call passed its deadline (with Retry-After)"),
+    "download_timeout": ErrorKind(
+        504,
+        "the image download passed its deadline",
+        "The site that link points to took too long to send the image.",
+    ),
+    "model_timeout": ErrorKind(
+        504,
+        "the model call passed its deadline (with Retry-After)",
+        "The classifier took too long. Try again in a moment.",
+    ),
 }
 # Werkzeug's HTTP errors, by status, as registry codes.
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}

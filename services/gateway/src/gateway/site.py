@@ -1,0 +1,91 @@
+"""The website at ``/``: one page, its script, stylesheet and icon, served by the gateway
+itself, so the page and ``/predict`` share an origin and need no CORS.
+
+Everything the page loads comes from here (no CDN, no font, no inline script or style), so
+it works offline and under a Content-Security-Policy that allows this origin only. Asset
+URLs carry a digest of their content: browsers keep them for a year, and a release with
+changed files changes the URLs. The page itself is revalidated on every load (ETag), so it
+always names the current assets. No build step: the files are served as they are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+
+from flask import Blueprint, Response, make_response, render_template, request, send_from_directory
+from werkzeug.exceptions import NotFound
+
+from gateway.errors import ERRORS
+from gateway.runtime import current_gateway
+
+SITE = Path(__file__).resolve().parent / "site"
+ASSETS = SITE / "static"
+YEAR_S = 365 * 24 * 3600
+
+# Only this origin, for everything; images also from blob: (a chosen file's preview) and
+# from any web address (the picture a pasted link points to, shown as the browser loads it).
+PAGE_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' blob: https: http:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+
+site = Blueprint("site", __name__, template_folder=str(SITE))
+
+
+@cache
+def _digest(name: str) -> str:
+    return hashlib.sha256((ASSETS / name).read_bytes()).hexdigest()[:16]
+
+
+def asset_url(name: str) -> str:
+    """``/static/<name>?v=<digest of its content>``."""
+    return f"/static/{name}?v={_digest(name)}"
+
+
+@site.after_request
+def _page_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@site.get("/")
+def index() -> Response:
+    settings = current_gateway().settings
+    html = render_template(
+        "index.html",
+        asset_url=asset_url,
+        error_words={code: kind.plain for code, kind in ERRORS.items()},
+        max_image_mib=settings.fetch.max_bytes / (1024 * 1024),
+        max_image_bytes=settings.fetch.max_bytes,
+    )
+    response = make_response(html)
+    response.cache_control.no_cache = True
+    response.add_etag()
+    response.make_conditional(request)
+    return response
+
+
+@site.get("/static/<path:filename>")
+def asset(filename: str) -> Response:
+    path = ASSETS / filename
+    if not path.is_file() or path.resolve().parent != ASSETS:
+        raise NotFound(f"no asset {filename!r}")
+    current = request.args.get("v") == _digest(filename)
+    response = send_from_directory(ASSETS, filename, max_age=YEAR_S if current else None)
+    if current:
+        response.cache_control.immutable = True
+    else:  # an old or missing digest: usable, but checked again next time
+        response.cache_control.no_cache = True
+    return response

@@ -1,0 +1,221 @@
+// The website's behaviour: send a link or a picture to /predict (same origin), show the
+// answer as a bar chart sorted by probability, and say what went wrong in plain words.
+// Plain browser JavaScript, served as written: no build step, no library.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("by-link");
+  const urlInput = $("image-url");
+  const fileInput = $("image-file");
+  const dropZone = $("drop-zone");
+  const activity = $("activity");
+  const status = $("status");
+  const errorBox = $("error");
+  const result = $("result");
+  const preview = $("preview");
+  const topClass = $("top-class");
+  const modelLine = $("model");
+  const bars = $("bars");
+  // error code -> what to tell a person (the gateway's error registry, in the page)
+  const words = JSON.parse($("error-words").textContent);
+  const maxBytes = Number(fileInput.dataset.maxBytes);
+  const TIMEOUT_MS = 90000; // above the gateway's own download and model deadlines
+  const percent = new Intl.NumberFormat("en", {
+    style: "percent",
+    minimumFractionDigits: 1,
+    maximumFractionDigits: 1,
+  });
+  const mib = (bytes) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+  let running = null; // the AbortController of the request in flight
+  let previewUrl = null; // the object URL of a chosen file's preview, while shown
+
+  function setBusy(busy) {
+    activity.hidden = !busy;
+    result.setAttribute("aria-busy", String(busy));
+    document.body.classList.toggle("busy", busy);
+  }
+
+  function showError(message, detail) {
+    const lines = [message, detail].filter(Boolean).map((text, i) => {
+      const p = document.createElement("p");
+      p.textContent = i === 0 ? text : `Details: ${text}`;
+      if (i > 0) p.className = "detail";
+      return p;
+    });
+    errorBox.replaceChildren(...lines);
+    errorBox.hidden = false;
+    status.textContent = "";
+  }
+
+  function bar([label, probability]) {
+    const item = document.createElement("li");
+    item.dataset.label = label;
+    item.dataset.probability = String(probability);
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    const meter = document.createElement("meter");
+    meter.min = 0;
+    meter.max = 1;
+    meter.value = probability;
+    meter.setAttribute("aria-hidden", "true"); // the figure beside it says the same
+    const figure = document.createElement("span");
+    figure.className = "value";
+    figure.textContent = percent.format(probability);
+    item.append(name, meter, figure);
+    return item;
+  }
+
+  function showResult(body, pictureSrc) {
+    const ranked = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1]);
+    topClass.textContent = `${body.top_class} (${percent.format(body.top_probability)})`;
+    modelLine.textContent = `Model ${body.model.name}, version ${body.model.version}`;
+    bars.replaceChildren(...ranked.map(bar));
+    preview.alt = `The picture you gave, classified as ${body.top_class}`;
+    preview.src = pictureSrc;
+    result.hidden = false;
+    status.textContent = `Done: most likely ${body.top_class}.`;
+  }
+
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch {
+      return null;
+    }
+  }
+
+  // One request at a time: a new one cancels the one in flight.
+  async function classify(init, pictureSrc) {
+    running?.abort();
+    const controller = new AbortController();
+    running = controller;
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    errorBox.hidden = true;
+    result.hidden = true;
+    status.textContent = "Classifying…";
+    setBusy(true);
+    try {
+      const response = await fetch("/predict", {
+        method: "POST",
+        ...init,
+        headers: { Accept: "application/json", ...init.headers },
+        signal: controller.signal,
+      });
+      const body = await readJson(response);
+      if (controller !== running) return; // a newer request took over
+      if (response.ok && body) {
+        showResult(body, pictureSrc);
+      } else if (body?.error?.code in words) {
+        showError(words[body.error.code], body.error.message);
+      } else {
+        showError(`The classifier answered with an error (HTTP ${response.status}). Try again.`);
+      }
+    } catch {
+      if (controller !== running) return;
+      showError(
+        controller.signal.aborted
+          ? "The classifier took too long to answer. Try again."
+          : "Could not reach the classifier. Check your connection and try again.",
+      );
+    } finally {
+      clearTimeout(timer);
+      if (controller === running) {
+        running = null;
+        setBusy(false);
+      }
+    }
+  }
+
+  function forgetPreview() {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+  }
+
+  function classifyLink(link) {
+    const url = link.trim();
+    if (!url) {
+      showError("Give a link to a picture first.");
+      urlInput.focus();
+      return;
+    }
+    forgetPreview();
+    classify(
+      { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ url }) },
+      url,
+    );
+  }
+
+  function classifyFile(file) {
+    if (file.size > maxBytes) {
+      showError(words.request_too_large, `it is ${mib(file.size)}; the limit is ${mib(maxBytes)}`);
+      return;
+    }
+    forgetPreview();
+    previewUrl = URL.createObjectURL(file);
+    const body = new FormData();
+    body.append("image", file, file.name || "picture");
+    classify({ body }, previewUrl);
+  }
+
+  const firstLink = (text) =>
+    (text || "")
+      .split(/\r?\n/)
+      .map((line) => line.trim())
+      .find((line) => /^https?:\/\//i.test(line));
+
+  // A dropped or pasted file, or a link (an image dragged from another page brings one).
+  function take(transfer) {
+    const files = [...(transfer?.files || [])];
+    const file = files.find((f) => f.type.startsWith("image/")) || files[0];
+    if (file) {
+      classifyFile(file);
+      return true;
+    }
+    const link = firstLink(transfer?.getData("text/uri-list")) || firstLink(transfer?.getData("text/plain"));
+    if (link) {
+      urlInput.value = link;
+      classifyLink(link);
+      return true;
+    }
+    return false;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    classifyLink(urlInput.value);
+  });
+
+  fileInput.addEventListener("change", () => {
+    const [file] = fileInput.files;
+    fileInput.value = ""; // choosing the same file again is a new choice
+    if (file) classifyFile(file);
+  });
+
+  // Anywhere on the page takes a drop; without this the browser would open the file instead.
+  document.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    dropZone.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) dropZone.classList.remove("dragging");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dropZone.classList.remove("dragging");
+    if (!take(event.dataTransfer)) showError("That was not a picture or a link to one.");
+  });
+
+  // A pasted picture anywhere, or a pasted link outside the link field (inside it, the
+  // text is simply pasted and Classify sends it).
+  document.addEventListener("paste", (event) => {
+    if (event.target === urlInput && event.clipboardData?.files.length === 0) return;
+    if (take(event.clipboardData)) event.preventDefault();
+  });
+
+  preview.addEventListener("error", () => {
+    preview.alt = "(the picture could not be shown here)";
+  });
+})();
