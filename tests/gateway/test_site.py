@@ -109,15 +109,21 @@ def test_the_page_states_the_configured_size_limit(make_client: ClientFactory) -
     "path",
     [
         "/static/nothing.js",
-        "/static/../site.py",
-        "/static/%2e%2e/app.py",
-        "/static/..%2fsettings.py",
+        "/static/../index.html",  # files that exist, one level up
+        "/static/%2e%2e/index.html",
+        "/static/..%2findex.html",
+        "/static/../../site.py",
+        "/static/../../settings.py",
+        "/static/./site.js",  # another spelling of an asset
+        "/static/site.js/.",
         "/static/x%00.js",
+        "/static/" + "a" * 300,  # longer than a file name may be
         "/static/",
-        "/static/../site/index.html",
     ],
 )
 def test_only_the_assets_are_served(client: FlaskClient, path: str) -> None:
+    """Exactly the asset names, nothing else: no other file, and no other spelling of
+    an asset (each would be a new cache entry, or a new path to check)."""
     response = client.get(path)
     assert response.status_code == 404, path
     assert response.json["error"]["code"] == "not_found"

@@ -378,3 +378,35 @@ def test_the_page_loads_nothing_from_elsewhere(site: str, page: Page) -> None:
         f"{site}/static/site.js",
         f"{site}/static/icon.svg",
     }
+
+
+def test_a_newer_request_wins_over_a_slower_older_one(
+    site: str, image_host: ImageHost, page: Page
+) -> None:
+    page.goto(site)
+    classify_link(page, image_host.url("/trickle?every=0.2&for=3"))  # ends in a 504
+    expect(page.locator("#activity progress")).to_be_visible()
+    picture = FIXTURES / "shorts.jpg"
+    page.get_by_label("Choose a picture").set_input_files(picture)
+    expected = api_for_upload(site, picture.read_bytes())
+    expect_result_of(page, expected)
+    page.wait_for_timeout(3000)  # the old request has ended by now, and was ignored
+    expect_result_of(page, expected)
+    expect(page.locator("#activity progress")).to_be_hidden()
+
+
+def test_a_refusal_made_here_ends_the_request_in_flight(
+    site: str, image_host: ImageHost, page: Page
+) -> None:
+    page.goto(site)
+    classify_link(page, image_host.url("/images/hat.jpg"))
+    expect(page.locator("#result")).to_be_visible()
+    classify_link(page, image_host.url("/trickle?every=0.2&for=3"))
+    expect(page.locator("#activity progress")).to_be_visible()
+    classify_link(page, "")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text("Give a link to a picture first.")
+    expect(page.locator("#activity progress")).to_be_hidden()
+    page.wait_for_timeout(3000)
+    expect(alert).to_have_text("Give a link to a picture first.")
+    expect(page.locator("#result")).to_be_hidden()

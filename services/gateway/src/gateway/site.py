@@ -11,10 +11,16 @@ always names the current assets. No build step: the files are served as they are
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, make_response, render_template, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    make_response,
+    render_template,
+    request,
+    send_from_directory,
+)
 from werkzeug.exceptions import NotFound
 
 from gateway.errors import ERRORS
@@ -42,14 +48,18 @@ PAGE_POLICY = "; ".join(
 site = Blueprint("site", __name__, template_folder=str(SITE))
 
 
-@cache
-def _digest(name: str) -> str:
-    return hashlib.sha256((ASSETS / name).read_bytes()).hexdigest()[:16]
+# The only files /static serves, by name, with the digest of their content: a request names
+# one of these exactly or gets 404 (no path is ever built from what a client sent).
+DIGESTS = {
+    path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    for path in sorted(ASSETS.iterdir())
+    if path.is_file()
+}
 
 
 def asset_url(name: str) -> str:
     """``/static/<name>?v=<digest of its content>``."""
-    return f"/static/{name}?v={_digest(name)}"
+    return f"/static/{name}?v={DIGESTS[name]}"
 
 
 @site.after_request
@@ -79,10 +89,10 @@ def index() -> Response:
 
 @site.get("/static/<path:filename>")
 def asset(filename: str) -> Response:
-    path = ASSETS / filename
-    if not path.is_file() or path.resolve().parent != ASSETS:
-        raise NotFound(f"no asset {filename!r}")
-    current = request.args.get("v") == _digest(filename)
+    digest = DIGESTS.get(filename)
+    if digest is None:
+        raise NotFound("no such file")
+    current = request.args.get("v") == digest
     response = send_from_directory(ASSETS, filename, max_age=YEAR_S if current else None)
     if current:
         response.cache_control.immutable = True

@@ -26,10 +26,25 @@
     minimumFractionDigits: 1,
     maximumFractionDigits: 1,
   });
-  const mib = (bytes) => `${(bytes / 1048576).toFixed(1)} MiB`;
+  const bytes = (count) => `${count.toLocaleString("en")} bytes`;
+  const hasWords = (code) => typeof code === "string" && Object.hasOwn(words, code);
 
   let running = null; // the AbortController of the request in flight
   let previewUrl = null; // the object URL of a chosen file's preview, while shown
+
+  // Stop showing the request in flight, if any: its answer will be ignored.
+  function cancel() {
+    running?.abort();
+    running = null;
+    setBusy(false);
+  }
+
+  // A refusal made here, before anything is sent: it replaces whatever was shown.
+  function refuse(message, detail) {
+    cancel();
+    result.hidden = true;
+    showError(message, detail);
+  }
 
   function setBusy(busy) {
     activity.hidden = !busy;
@@ -87,6 +102,21 @@
     }
   }
 
+  const isPrediction = (body) =>
+    typeof body?.top_class === "string" &&
+    typeof body.top_probability === "number" &&
+    body.probabilities !== null &&
+    typeof body.probabilities === "object" &&
+    Object.values(body.probabilities).every((p) => typeof p === "number") &&
+    typeof body.model?.name === "string";
+
+  // What to say for an answer that is not the API's JSON (something in between answered).
+  function wordsForStatus(status) {
+    if (status === 413) return words.request_too_large;
+    if (status === 502 || status === 503 || status === 504) return words.server_unavailable;
+    return `The classifier answered with an error (HTTP ${status}). Try again.`;
+  }
+
   // One request at a time: a new one cancels the one in flight.
   async function classify(init, pictureSrc) {
     running?.abort();
@@ -106,12 +136,14 @@
       });
       const body = await readJson(response);
       if (controller !== running) return; // a newer request took over
-      if (response.ok && body) {
+      if (response.ok && isPrediction(body)) {
         showResult(body, pictureSrc);
-      } else if (body?.error?.code in words) {
-        showError(words[body.error.code], body.error.message);
+      } else if (response.ok) {
+        showError("The classifier gave an answer this page does not understand. Try again.");
+      } else if (hasWords(body?.error?.code)) {
+        showError(words[body.error.code], String(body.error.message ?? ""));
       } else {
-        showError(`The classifier answered with an error (HTTP ${response.status}). Try again.`);
+        showError(wordsForStatus(response.status));
       }
     } catch {
       if (controller !== running) return;
@@ -137,7 +169,7 @@
   function classifyLink(link) {
     const url = link.trim();
     if (!url) {
-      showError("Give a link to a picture first.");
+      refuse("Give a link to a picture first.");
       urlInput.focus();
       return;
     }
@@ -150,7 +182,7 @@
 
   function classifyFile(file) {
     if (file.size > maxBytes) {
-      showError(words.request_too_large, `it is ${mib(file.size)}; the limit is ${mib(maxBytes)}`);
+      refuse(words.request_too_large, `it is ${bytes(file.size)}; the limit is ${bytes(maxBytes)}`);
       return;
     }
     forgetPreview();
@@ -194,8 +226,12 @@
     if (file) classifyFile(file);
   });
 
-  // Anywhere on the page takes a drop; without this the browser would open the file instead.
+  // Anywhere on the page takes a drop; without this the browser would open the file
+  // instead. Text dropped on the link field without a file lands there, as usual.
+  const intoLinkField = (event) =>
+    event.target === urlInput && !event.dataTransfer?.types.includes("Files");
   document.addEventListener("dragover", (event) => {
+    if (intoLinkField(event)) return;
     event.preventDefault();
     dropZone.classList.add("dragging");
   });
@@ -203,9 +239,10 @@
     if (event.relatedTarget === null) dropZone.classList.remove("dragging");
   });
   document.addEventListener("drop", (event) => {
-    event.preventDefault();
     dropZone.classList.remove("dragging");
-    if (!take(event.dataTransfer)) showError("That was not a picture or a link to one.");
+    if (intoLinkField(event)) return;
+    event.preventDefault();
+    if (!take(event.dataTransfer)) refuse("That was not a picture or a link to one.");
   });
 
   // A pasted picture anywhere, or a pasted link outside the link field (inside it, the
