@@ -128,9 +128,11 @@ class Cluster(pulumi.ComponentResource):
             },
             encryption_config_key_arn=secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            # Nodes always reach the API privately; from the internet, only the listed
+            # networks do, and nobody when the list is empty.
             endpoint_private_access=True,
-            endpoint_public_access=True,
-            public_access_cidrs=public_access_cidrs,
+            endpoint_public_access=bool(public_access_cidrs),
+            public_access_cidrs=public_access_cidrs or None,
             # NetworkPolicy objects are only enforced when the VPC CNI is told to.
             vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
             tags=tags,
@@ -142,6 +144,9 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=self.eks.kubeconfig_json,
             enable_server_side_apply=True,
+            # A changed Secret (the API keys) is updated in place: replacing it would delete
+            # it first, and a gateway pod starting meanwhile could not mount it.
+            enable_secret_mutable=True,
             opts=child,
         )
 

@@ -191,6 +191,55 @@ class ModelConfig(_Strict):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
+_CERTIFICATE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+)
+_HOSTNAME = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_HOSTED_ZONE = re.compile(r"^Z[A-Z0-9]{1,31}$")
+
+
+class TlsConfig(_Strict):
+    """HTTPS at the load balancer, for a DNS name: an ACM certificate of that name, in the
+    stack's region. Optionally the Route 53 hosted zone where the stack keeps the name
+    pointed at the load balancer."""
+
+    certificate_arn: str = Field(alias="certificateArn")
+    dns_name: str = Field(alias="dnsName")
+    hosted_zone_id: str | None = Field(alias="hostedZoneId", default=None)
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        if not _CERTIFICATE_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not an ACM certificate ARN "
+                "(arn:aws:acm:<region>:<account>:certificate/<id>)"
+            )
+        return value
+
+    @field_validator("dns_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a fully qualified DNS name (lowercase, no dot at the end)"
+            )
+        return value
+
+    @field_validator("hosted_zone_id")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None and not _HOSTED_ZONE.match(value):
+            raise ValueError(f"{value!r} is not a Route 53 hosted zone id (Z...)")
+        return value
+
+    @property
+    def certificate_region(self) -> str:
+        match = _CERTIFICATE_ARN.match(self.certificate_arn)
+        assert match is not None  # validated above
+        return match.group(1)
+
+
 _ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 # What `aws sts get-caller-identity` prints for a role's session: EKS access entries refuse it.
 _SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
@@ -223,7 +272,16 @@ class StackConfig(_Strict):
     )
     nat_gateways: Literal["single", "onePerAz"] = Field(alias="natGateways")
     vpc_cidr: str = Field(alias="vpcCidr", default="10.0.0.0/16")
-    public_access_cidrs: list[str] = Field(alias="publicAccessCidrs", min_length=1)
+    # Who may reach the Kubernetes API over the internet ([]: nobody, a private endpoint).
+    # No default: a deployment must say (``api_cidrs``).
+    public_access_cidrs: list[str] | None = Field(alias="publicAccessCidrs", default=None)
+    # Who may reach the gateway's load balancer.
+    allowed_client_cidrs: list[str] = Field(
+        alias="allowedClientCidrs", default_factory=lambda: ["0.0.0.0/0"], min_length=1
+    )
+    # Refuse to deploy without API keys (``infra.api_keys``: they are secrets, read apart).
+    require_api_keys: bool = Field(alias="requireApiKeys", default=False)
+    tls: TlsConfig | None = None
     admin_principal_arns: list[str] = Field(alias="adminPrincipalArns", default_factory=list)
     log_retention_days: int = Field(alias="logRetentionDays", default=30)
     high_availability: bool = Field(alias="highAvailability", default=False)
@@ -243,10 +301,10 @@ class StackConfig(_Strict):
             raise ValueError(problem)
         return value
 
-    @field_validator("public_access_cidrs")
+    @field_validator("public_access_cidrs", "allowed_client_cidrs")
     @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for cidr in value:
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        for cidr in value or ():
             try:
                 ipaddress.ip_network(cidr, strict=True)
             except ValueError as exc:
@@ -286,6 +344,29 @@ class StackConfig(_Strict):
         if network.version != 4 or not network.is_private or network.prefixlen > 20:
             raise ValueError(f"{value!r} must be a private IPv4 block of /20 or larger")
         return value
+
+    @model_validator(mode="after")
+    def _certificate_region(self) -> StackConfig:
+        if self.tls and self.tls.certificate_region != self.region:
+            raise ValueError(
+                f"tls.certificateArn: the certificate is in {self.tls.certificate_region}, but "
+                f"the load balancer is in {self.region} (aws:region); a load balancer takes "
+                "certificates from its own region only"
+            )
+        return self
+
+    @property
+    def api_cidrs(self) -> list[str]:
+        """``publicAccessCidrs``, which a deployment must set (ConfigError if it is not)."""
+        if self.public_access_cidrs is None:
+            raise ConfigError(
+                f"invalid stack configuration:\n  {PROJECT}:publicAccessCidrs: not set: say "
+                f"which networks may reach the Kubernetes API in Pulumi.{self.stack}.yaml: yours "
+                "(e.g. 203.0.113.7/32; `curl -s https://checkip.amazonaws.com` prints your "
+                "address), your CI's, or [] for a private endpoint reached from inside the VPC "
+                "(see the README, 'Reaching a private Kubernetes API')"
+            )
+        return self.public_access_cidrs
 
     @model_validator(mode="after")
     def _high_availability(self) -> StackConfig:
@@ -417,7 +498,7 @@ TEXT_KEYS = ("clusterVersion", "natGateways", "vpcCidr")
 JSON_KEYS = (
     "availabilityZones", "publicAccessCidrs", "adminPrincipalArns", "logRetentionDays",
     "highAvailability", "parked", "systemNodes", "cpuNodes", "gpuNodes", "gateway",
-    "tfServing", "model",
+    "tfServing", "model", "allowedClientCidrs", "requireApiKeys", "tls",
 )  # fmt: skip
 
 
@@ -454,4 +535,6 @@ def load_config() -> StackConfig:
             ) from None
         if value is not None:
             values[key] = value
-    return parse_config(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
+    cfg = parse_config(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
+    cfg.api_cidrs  # noqa: B018  (a deployment must say; ConfigError before anything is declared)
+    return cfg

@@ -44,8 +44,10 @@ def _allow_ingress(
 
 
 def network_policies(
-    namespace: pulumi.Input[str], opts: pulumi.ResourceOptions
+    namespace: pulumi.Input[str], redirect_port: int, opts: pulumi.ResourceOptions
 ) -> list[k8s.networking.v1.NetworkPolicy]:
+    """``redirect_port``: the pod port plain HTTP reaches (the proxy's redirect server with
+    TLS, else the gateway's own). The metrics port is open to nobody here."""
     deny_all = net.NetworkPolicy(
         "default-deny-ingress",
         metadata=meta.ObjectMetaArgs(name="default-deny-ingress", namespace=namespace),
@@ -60,6 +62,11 @@ def network_policies(
             "tf-serving-from-gateway", namespace, TF_SERVING, [GRPC_PORT, REST_PORT], GATEWAY, opts
         ),
         _allow_ingress(
-            "gateway-from-load-balancer", namespace, GATEWAY, [GATEWAY_PORT], None, opts
+            "gateway-from-load-balancer",
+            namespace,
+            GATEWAY,
+            sorted({GATEWAY_PORT, redirect_port}),
+            None,
+            opts,
         ),
     ]

@@ -9,10 +9,12 @@ from typing import Any
 
 import pulumi
 
+from infra.api_keys import key_ids, load_key_file
 from infra.autoscaling import NodeAutoscaler
 from infra.cluster import Cluster, nvidia_device_plugin
 from infra.config import load_config
 from infra.eks_versions import support_warning
+from infra.exposure import PublicEndpoint, gateway_url
 from infra.images import ImageRegistry
 from infra.model_export import find_export
 from infra.network import Network
@@ -23,6 +25,7 @@ from infra.workloads import Placement
 def main() -> dict[str, pulumi.Output[Any]]:
     """Declare every resource and return the stack outputs."""
     cfg = load_config()  # raises ConfigError before anything is declared
+    api_key_file = load_key_file(cfg.require_api_keys)  # digests; ConfigError likewise
     if warning := support_warning(cfg.cluster_version, cfg.today):
         pulumi.log.warn(f"clothing-serving:clusterVersion: {warning}")
     export = find_export(cfg.model)
@@ -43,7 +46,7 @@ def main() -> dict[str, pulumi.Output[Any]]:
         vpc_id=network.vpc_id,
         public_subnet_ids=network.public_subnet_ids,
         private_subnet_ids=network.private_subnet_ids,
-        public_access_cidrs=cfg.public_access_cidrs,
+        public_access_cidrs=cfg.api_cidrs,
         admin_principal_arns=cfg.admin_principal_arns,
         log_retention_days=cfg.log_retention_days,
         system_nodes=cfg.system_nodes,
@@ -74,6 +77,12 @@ def main() -> dict[str, pulumi.Output[Any]]:
     images = ImageRegistry(
         "images", cluster_name=cluster_name, export=export, model_on_gpu=cfg.model.on_gpu
     )
+    endpoint = PublicEndpoint(
+        allowed_client_cidrs=cfg.allowed_client_cidrs,
+        certificate_arn=cfg.tls.certificate_arn if cfg.tls else None,
+        dns_name=cfg.tls.dns_name if cfg.tls else None,
+        hosted_zone_id=cfg.tls.hosted_zone_id if cfg.tls else None,
+    )
     serving = Serving(
         "serving",
         model_name=export.name,
@@ -84,12 +93,17 @@ def main() -> dict[str, pulumi.Output[Any]]:
         gateway=cfg.gateway,
         tf_serving=cfg.tf_serving,
         placement=Placement(high_availability=cfg.high_availability, parked=cfg.parked),
+        endpoint=endpoint,
+        api_key_file=api_key_file,
         provider=cluster.provider,
         depends_on=serving_needs,
     )
 
     return {
-        "gateway_url": pulumi.Output.concat("http://", serving.gateway_hostname),
+        "gateway_url": gateway_url(endpoint, serving.gateway_hostname),
+        "load_balancer_hostname": serving.gateway_hostname,
+        # the ids of the keys /predict accepts ([]: it is open), never the keys
+        "api_key_ids": pulumi.Output.from_input(key_ids(api_key_file)),
         "kubeconfig": pulumi.Output.secret(cluster.kubeconfig_json),
         "cluster_name": pulumi.Output.from_input(cluster_name),
         "gateway_repository_url": images.gateway_repo.repository_url,

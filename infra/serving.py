@@ -4,7 +4,7 @@ Everything lives in one namespace that enforces the ``restricted`` Pod Security 
 The gateway reaches TF Serving through a headless Service (one gRPC sub-channel per pod,
 ``round_robin`` per request); a ClusterIP Service exists for everything else. The pieces
 are in their own modules: ``workloads`` (Deployments), ``pod_scaling`` (autoscalers and
-disruption budgets), ``network_policy``.
+disruption budgets), ``network_policy``, ``exposure`` (the load balancer, TLS, DNS).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import ScalingConfig
+from infra.exposure import PublicEndpoint, dns_record, gateway_service, ingress_hostname
 from infra.network_policy import network_policies
 from infra.pod_scaling import autoscaler, disruption_budget
 from infra.workloads import (
+    API_KEYS_FILE,
     GATEWAY,
     GATEWAY_TIMEOUT_S,
     GRPC_PORT,
@@ -25,6 +27,7 @@ from infra.workloads import (
     TF_SERVING,
     TF_SERVING_TIMEOUT_S,
     App,
+    GatewayAccess,
     Placement,
     deployment,
     gateway_pod,
@@ -32,7 +35,6 @@ from infra.workloads import (
 )
 
 NAMESPACE = "clothing"
-LB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer"
 meta = k8s.meta.v1
 core = k8s.core.v1
 
@@ -50,6 +52,8 @@ class Serving(pulumi.ComponentResource):
         gateway: ScalingConfig,
         tf_serving: ScalingConfig,
         placement: Placement,
+        endpoint: PublicEndpoint,
+        api_key_file: str | None,
         provider: k8s.Provider,
         depends_on: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
@@ -118,6 +122,23 @@ class Serving(pulumi.ComponentResource):
             f".svc.cluster.local:{GRPC_PORT}",
         )
 
+        # Digests only (infra.api_keys), still a secret to Pulumi: never shown in plain text.
+        self.api_keys = (
+            core.Secret(
+                f"{name}-api-keys",
+                metadata=self._meta("gateway-api-keys", GATEWAY),
+                type="Opaque",
+                string_data={API_KEYS_FILE: pulumi.Output.secret(api_key_file)},
+                opts=self._opts,
+            )
+            if api_key_file
+            else None
+        )
+        access = GatewayAccess(
+            api_keys_secret=self.api_keys.metadata.name if self.api_keys else None,
+            behind_tls=endpoint.tls,
+        )
+
         # The gateway is ready only once TF Serving is: start waiting for it after that.
         after_model = pulumi.ResourceOptions.merge(
             self._opts, pulumi.ResourceOptions(depends_on=[self.tf_serving])
@@ -126,29 +147,19 @@ class Serving(pulumi.ComponentResource):
             GATEWAY,
             self.ns,
             gateway_pod(
-                gateway_image, proxy_image, self.model_target, model_name, gateway, placement
+                gateway_image,
+                proxy_image,
+                self.model_target,
+                model_name,
+                gateway,
+                placement,
+                access,
             ),
             placement,
             GATEWAY_TIMEOUT_S,
             after_model,
         )
-        self.gateway_service = core.Service(
-            f"{name}-gateway-svc",
-            metadata=self._meta(
-                GATEWAY.name,
-                GATEWAY,
-                annotations={
-                    f"{LB_ANNOTATION}-type": "nlb",
-                    f"{LB_ANNOTATION}-cross-zone-load-balancing-enabled": "true",
-                },
-            ),
-            spec=core.ServiceSpecArgs(
-                type="LoadBalancer",
-                selector=GATEWAY.labels,
-                ports=[core.ServicePortArgs(name="http", port=80, target_port="http")],
-            ),
-            opts=self._opts,
-        )
+        self.gateway_service = gateway_service(f"{name}-gateway-svc", self.ns, endpoint, self._opts)
 
         # A parked stack runs no pods, so nothing to autoscale (an HPA cannot go to zero).
         scaled = pulumi.ResourceOptions.merge(
@@ -166,9 +177,15 @@ class Serving(pulumi.ComponentResource):
             disruption_budget(TF_SERVING, self.ns, self._opts),
             disruption_budget(GATEWAY, self.ns, self._opts),
         ]
-        self.network_policies = network_policies(self.ns, self._opts)
+        self.network_policies = network_policies(self.ns, endpoint.redirect_port, self._opts)
 
-        self.gateway_hostname = self.gateway_service.status.apply(_ingress_hostname)
+        self.gateway_hostname = self.gateway_service.status.apply(ingress_hostname)
+        self.dns_record = dns_record(
+            f"{name}-dns",
+            endpoint,
+            self.gateway_hostname,
+            pulumi.ResourceOptions(parent=self),  # an AWS resource: the default provider
+        )
         self.register_outputs(
             {"gateway_hostname": self.gateway_hostname, "model_target": self.model_target}
         )
@@ -179,13 +196,3 @@ class Serving(pulumi.ComponentResource):
         return meta.ObjectMetaArgs(
             name=name, namespace=self.ns, labels=app.labels, annotations=annotations
         )
-
-
-def _ingress_hostname(status: object) -> str:
-    """The load balancer's DNS name from a Service status (Pulumi waits for it)."""
-    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
-    for item in ingress:
-        name = getattr(item, "hostname", None) or getattr(item, "ip", None)
-        if name:
-            return str(name)
-    raise ValueError("the gateway Service has no load balancer address")

@@ -23,6 +23,8 @@ GRPC_PORT = 8500
 REST_PORT = 8501
 GATEWAY_PORT = 9696  # the pod's port: the proxy (services/gateway/proxy/nginx.conf)
 GUNICORN_PORT = 8000  # gunicorn, on the pod's loopback, behind the proxy
+REDIRECT_PORT = 9697  # the proxy's answer to plain HTTP when TLS ends at the load balancer
+METRICS_PORT = 9090  # the proxy's /metrics for Prometheus, inside the cluster only
 APP_UID = 10001
 TMP = "/tmp"  # noqa: S108  (an emptyDir per pod: the root filesystem is read-only)
 ZONE = "topology.kubernetes.io/zone"
@@ -34,6 +36,10 @@ TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
 # `spec.replicas` once it has scaled, so parking (`replicas: 0`) must take it over; no other
 # field of these Deployments has another owner.
 FORCE_ANNOTATION = "pulumi.com/patchForce"
+# The gateway's API key digests (gateway.api_keys), from a Secret the kubelet keeps current.
+API_KEYS_DIR = "/etc/gateway/api-keys"
+API_KEYS_FILE = "keys"
+HSTS_MAX_AGE_S = 365 * 24 * 3600
 TF_SERVING_TIMEOUT_S = 45 * 60
 GATEWAY_TIMEOUT_S = 20 * 60
 meta = k8s.meta.v1
@@ -202,6 +208,14 @@ def tf_serving_pod(
     )
 
 
+@dataclass(frozen=True)
+class GatewayAccess:
+    """Who the gateway lets in, and how it is reached."""
+
+    api_keys_secret: pulumi.Input[str] | None = None  # a Secret holding API_KEYS_FILE
+    behind_tls: bool = False  # TLS ends at the load balancer: HSTS on every answer
+
+
 def gateway_pod(
     image: pulumi.Input[str],
     proxy_image: pulumi.Input[str],
@@ -209,10 +223,12 @@ def gateway_pod(
     model_name: str,
     scaling: ScalingConfig,
     placement: Placement,
+    access: GatewayAccess,
 ) -> core.PodSpecArgs:
     """gunicorn on the pod's loopback, and nginx in front of it on the pod's port: slow or
     broken clients tie up nginx connections, never gunicorn threads."""
     tmp_vol, tmp_mount = tmp_volume()
+    volumes, mounts = [tmp_vol], [tmp_mount]
     env: dict[str, pulumi.Input[str]] = {
         "TF_SERVING_HOST": model_target,
         "GRPC_LB_POLICY": "round_robin",
@@ -222,6 +238,25 @@ def gateway_pod(
         "PORT": str(GUNICORN_PORT),
         "PROMETHEUS_MULTIPROC_DIR": f"{TMP}/gateway-metrics",
     }
+    if access.behind_tls:
+        env["HSTS_MAX_AGE_S"] = str(HSTS_MAX_AGE_S)
+    if access.api_keys_secret is not None:
+        # A volume, not an env var: the kubelet updates it in place when the keys change,
+        # and the gateway reads it again (a key rotation restarts nothing).
+        env["API_KEYS_FILE"] = f"{API_KEYS_DIR}/{API_KEYS_FILE}"
+        volumes.append(
+            core.VolumeArgs(
+                name="api-keys",
+                secret=core.SecretVolumeSourceArgs(
+                    secret_name=access.api_keys_secret,
+                    items=[core.KeyToPathArgs(key=API_KEYS_FILE, path=API_KEYS_FILE)],
+                    default_mode=0o440,  # root-owned, group fsGroup (the app's): read only
+                ),
+            )
+        )
+        mounts.append(
+            core.VolumeMountArgs(name="api-keys", mount_path=API_KEYS_DIR, read_only=True)
+        )
     # Ready when the whole path answers: nginx, gunicorn, the model.
     ready = core.ProbeArgs(
         http_get=core.HTTPGetActionArgs(path="/readyz", port="http"),
@@ -252,7 +287,7 @@ def gateway_pod(
             pre_stop=core.LifecycleHandlerArgs(sleep=core.SleepActionArgs(seconds=10))
         ),
         security_context=restricted_container_context(),
-        volume_mounts=[tmp_mount],
+        volume_mounts=mounts,
     )
     proxy_requests = {
         "cpu": f"{PROXY_SIDECAR.cpu_m}m",
@@ -262,7 +297,11 @@ def gateway_pod(
         name="proxy",
         image=proxy_image,
         image_pull_policy="Always",
-        ports=[core.ContainerPortArgs(name="http", container_port=GATEWAY_PORT)],
+        ports=[
+            core.ContainerPortArgs(name="http", container_port=GATEWAY_PORT),
+            core.ContainerPortArgs(name="redirect", container_port=REDIRECT_PORT),
+            core.ContainerPortArgs(name="metrics", container_port=METRICS_PORT),
+        ],
         resources=core.ResourceRequirementsArgs(
             requests=proxy_requests, limits={"cpu": "500m", "memory": "256Mi"}
         ),
@@ -288,5 +327,5 @@ def gateway_pod(
         topology_spread_constraints=zone_spread(GATEWAY, placement),
         termination_grace_period_seconds=40,
         containers=[gateway, proxy],
-        volumes=[tmp_vol],
+        volumes=volumes,
     )

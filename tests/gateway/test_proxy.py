@@ -25,7 +25,7 @@ from tests.gateway.conftest import TEST_ENV
 from tests.support.fake_model_server import FakeModel
 from tests.support.gateway_process import gunicorn_gateway
 from tests.support.image_host import FIXTURES
-from tests.support.proxy import CONFIG, NGINX, nginx_proxy
+from tests.support.proxy import CONFIG, NGINX, nginx_proxy, nginx_servers
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_nginx = pytest.mark.skipif(
@@ -43,10 +43,12 @@ def nginx_ports() -> tuple[int, tuple[str, int]]:
 
 
 def test_proxy_config_agrees_with_the_gateway_and_compose() -> None:
-    from infra.workloads import GATEWAY_PORT, GUNICORN_PORT
+    from infra.workloads import GATEWAY_PORT, GUNICORN_PORT, METRICS_PORT, REDIRECT_PORT
 
     listen, upstream = nginx_ports()
     assert (listen, upstream) == (GATEWAY_PORT, ("127.0.0.1", GUNICORN_PORT))
+    listens = {int(p) for p in re.findall(r"listen (\d+)[ ;]", CONFIG.read_text())}
+    assert listens == {GATEWAY_PORT, METRICS_PORT, REDIRECT_PORT}
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
     env = compose["gateway"]["environment"]
     assert (env["HOST"], int(env["PORT"])) == upstream
@@ -66,7 +68,8 @@ def test_proxy_errors_are_registry_codes() -> None:
             codes[code] = int(status)
     assert set(codes) == {
         "bad_request", "method_not_allowed", "request_too_large", "request_head_too_large",
-        "unsupported_protocol", "server_unavailable", "internal_error",
+        "unsupported_protocol", "server_unavailable", "internal_error", "not_found",
+        "https_required",
     }  # fmt: skip
     for code, status in codes.items():
         assert ERRORS[code].status == status, code
@@ -206,6 +209,45 @@ def test_the_website_passes_the_proxy_with_its_headers(gateway: str) -> None:
         asset = requests.get(proxied + script, timeout=10)
         assert asset.status_code == 200
         assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+@needs_nginx
+def test_metrics_only_on_the_metrics_port(gateway: str) -> None:
+    """The load balancer's port never shows /metrics; Prometheus's port shows only it."""
+    from infra.workloads import GATEWAY_PORT, METRICS_PORT
+
+    upstream = int(gateway.rsplit(":", 1)[1])
+    assert requests.get(gateway + "/metrics", timeout=5).status_code == 200  # gunicorn has it
+    with nginx_servers(upstream) as servers:
+        public = requests.get(servers[GATEWAY_PORT] + "/metrics", timeout=5)
+        assert public.status_code == 404
+        assert public.json()["error"]["code"] == "not_found"
+        inside = requests.get(servers[METRICS_PORT] + "/metrics", timeout=5)
+        assert inside.status_code == 200 and "gateway_requests_total" in inside.text
+        for path in ("/predict", "/", "/readyz"):
+            other = requests.get(servers[METRICS_PORT] + path, timeout=5)
+            assert other.status_code == 404, path
+
+
+@needs_nginx
+def test_plain_http_goes_to_https_or_is_refused(gateway: str) -> None:
+    """The load balancer's plain-HTTP port when TLS ends there: browsers are redirected to
+    the same address over HTTPS; API calls are refused, not silently resent."""
+    from infra.workloads import REDIRECT_PORT
+
+    upstream = int(gateway.rsplit(":", 1)[1])
+    with nginx_servers(upstream) as servers:
+        base = servers[REDIRECT_PORT]
+        page = requests.get(
+            base + "/?q=1", headers={"Host": "classify.example.com"}, allow_redirects=False
+        )
+        assert page.status_code == 308
+        assert page.headers["Location"] == "https://classify.example.com/?q=1"
+        call = requests.post(base + "/predict", json={"url": "x"}, headers={"X-API-Key": "k"})
+        assert call.status_code == ERRORS["https_required"].status
+        assert call.json()["error"]["code"] == "https_required"
+        status, body, _ = _raw(base, b"GET / HTTP/1.0\r\n\r\n", may_close=True)  # no Host
+        assert status == 400 and b'"bad_request"' in body
 
 
 @needs_nginx

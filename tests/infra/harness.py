@@ -24,6 +24,7 @@ class Recorded:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     provider: str
+    secret_inputs: set[str] = field(default_factory=set)  # paths of inputs marked secret
 
 
 def _vpc(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
@@ -110,14 +111,22 @@ MOCK_OUTPUTS: dict[str, MockOutputs] = {
 OPAQUE = {"awsx:ec2:Vpc", "eks:index:Cluster"}
 
 
-def _ints(value: Any) -> Any:
-    """Numbers cross the mock monitor as protobuf doubles: give whole ones back their int."""
+SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+
+
+def _plain(value: Any, secrets: set[str], path: str = "") -> Any:
+    """Inputs as the program declared them: numbers cross the mock monitor as protobuf
+    doubles (whole ones get their int back), and secrets as wrapped values (unwrapped here,
+    their paths added to ``secrets``)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
+        if SECRET_SIG.items() <= value.items():
+            secrets.add(path)
+            return _plain(value["value"], secrets, path)
+        return {k: _plain(v, secrets, f"{path}.{k}".lstrip(".")) for k, v in value.items()}
     if isinstance(value, list):
-        return [_ints(v) for v in value]
+        return [_plain(v, secrets, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -129,9 +138,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = {} if args.typ in OPAQUE else dict(args.inputs)
         outputs.update(MOCK_OUTPUTS.get(args.typ, _nothing)(args))
+        secrets: set[str] = set()
         self.resources.append(
             Recorded(
-                args.typ, args.name, _ints(dict(args.inputs)), _ints(outputs), args.provider or ""
+                args.typ,
+                args.name,
+                _plain(dict(args.inputs), secrets),
+                _plain(outputs, set()),
+                args.provider or "",
+                secrets,
             )
         )
         return f"{args.name}-id", outputs
@@ -150,6 +165,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "id": "us-east-1",
             }
             return token, []  # no check failures
+        if args.token == "aws:lb/getHostedZoneId:getHostedZoneId":
+            # the hosted zone of NLBs in us-east-1 (AWS's published table)
+            return {"id": "Z26RNL4JYFTOTI", "loadBalancerType": "network"}, []
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
@@ -193,15 +211,17 @@ def stack_config(stack: str) -> dict[str, Any]:
     return stack_file(stack)
 
 
-def run_stack(stack: str, config: dict[str, Any]) -> StackRun:
-    """Run infra.program.main() for ``stack`` with ``config`` (full keys, raw values)."""
+def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> StackRun:
+    """Run infra.program.main() for ``stack`` with ``config`` (full keys, raw values);
+    ``secret_keys`` were set with ``--secret``."""
     from infra import program
 
     pulumi.runtime.set_all_config(
         {
             key: value if isinstance(value, str) else json.dumps(value)
             for key, value in config.items()
-        }
+        },
+        list(secret_keys),
     )
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)

@@ -28,20 +28,25 @@ def _replace_once(text: str, pattern: str, replacement: str) -> str:
 
 
 @contextmanager
-def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
-    """Yields the proxy's base URL. ``timeouts`` override directives, e.g.
+def nginx_servers(upstream_port: int, **timeouts: str) -> Iterator[dict[int, str]]:
+    """Runs the proxy; yields each port nginx.conf listens on -> the base URL of that
+    server here (each on a free loopback port). ``timeouts`` override directives, e.g.
     ``client_body_timeout="1s"``."""
     if NGINX is None:
         raise RuntimeError("nginx is not installed")
-    port = free_port()
     with tempfile.TemporaryDirectory() as work:
         # Run as root (as CI does), nginx's workers drop to `nobody`: they must reach the
         # temp paths under this directory to spill request bodies there.
         os.chmod(work, 0o755)
         text = CONFIG.read_text()
-        text = _replace_once(
-            text, r"listen \d+ default_server;", f"listen 127.0.0.1:{port} default_server;"
-        )
+        servers: dict[int, str] = {}
+
+        def listen_here(match: re.Match[str]) -> str:
+            port = free_port()
+            servers[int(match.group(1))] = f"http://127.0.0.1:{port}"
+            return f"listen 127.0.0.1:{port}{match.group(2)};"
+
+        text = re.sub(r"listen (\d+)((?: default_server)?);", listen_here, text)
         text = _replace_once(
             text, r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream_port};"
         )
@@ -57,13 +62,22 @@ def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-        base = f"http://127.0.0.1:{port}"
+        [main] = re.findall(r"listen (\d+) default_server;", CONFIG.read_text())
         try:
             try:
-                wait_until_serving(base + "/nginx-healthz", process, timeout_s=10)
+                wait_until_serving(servers[int(main)] + "/nginx-healthz", process, timeout_s=10)
             except (RuntimeError, TimeoutError) as exc:
                 raise RuntimeError(f"{exc}; nginx said: {log.read_text()[-2000:]}") from None
-            yield base
+            yield servers
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+@contextmanager
+def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
+    """Yields the base URL of the proxy's main server (the pod's port)."""
+    from infra.workloads import GATEWAY_PORT
+
+    with nginx_servers(upstream_port, **timeouts) as servers:
+        yield servers[GATEWAY_PORT]

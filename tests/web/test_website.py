@@ -16,6 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 
+from gateway.api_keys import digest
 from gateway.errors import ERRORS
 from tests.gateway.conftest import TEST_ENV
 from tests.support.browser import CHROMIUM, MISSING, Problems, chromium, collect_violations, watch
@@ -378,6 +379,33 @@ def test_the_page_loads_nothing_from_elsewhere(site: str, page: Page) -> None:
         f"{site}/static/site.js",
         f"{site}/static/icon.svg",
     }
+
+
+def test_the_page_asks_for_the_api_key_when_one_is_needed(
+    model: tuple[FakeModel, int], image_host: ImageHost, page: Page, tmp_path: Path
+) -> None:
+    key = "website-key-" + "k" * 30
+    keys = tmp_path / "keys"
+    keys.write_text(f"web {digest(key)}\n")
+    env = {**TEST_ENV, "TF_SERVING_HOST": f"127.0.0.1:{model[1]}", "API_KEYS_FILE": str(keys)}
+    with gunicorn_gateway(env, workers=1, threads=4) as (base, _):
+        page.goto(base)
+        url = image_host.url("/images/hat.jpg")
+        classify_link(page, url)
+        expect(page.get_by_role("alert")).to_contain_text(ERRORS["unauthorized"].plain)
+        key_field = page.get_by_label("API key")
+        expect(key_field).to_be_focused()
+        assert key_field.get_attribute("type") == "password"
+
+        key_field.fill(key)
+        key_field.dispatch_event("change")
+        classify_link(page, url)
+        answer = requests.post(
+            base + "/predict", json={"url": url}, headers={"X-API-Key": key}, timeout=30
+        ).json()
+        expect_result_of(page, answer)
+        page.reload()  # kept for the tab's life, not typed again
+        expect(page.get_by_label("API key")).to_have_value(key)
 
 
 def test_a_newer_request_wins_over_a_slower_older_one(

@@ -42,6 +42,16 @@ ERRORS: dict[str, ErrorKind] = {
         "URL resolves to a private, loopback, link-local or metadata address",
         "That link points to a private network address, which this service does not visit.",
     ),
+    "unauthorized": ErrorKind(
+        401,
+        "no API key, or not a valid one (with API keys on: API_KEYS_FILE)",
+        "This service needs a valid API key: enter yours in the API key field.",
+    ),
+    "https_required": ErrorKind(
+        403,
+        "a request other than GET/HEAD to the plain-HTTP port of a stack that serves HTTPS",
+        "This service takes requests over a secure connection only: use its https:// address.",
+    ),
     "not_found": ErrorKind(404, "no such path", "That page does not exist."),
     "method_not_allowed": ErrorKind(
         405, "the path exists but not for this method", "That page cannot be used this way."
@@ -175,6 +185,8 @@ def register_error_handlers(
         response.status_code = error.status
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
+        if error.status == 401:  # RFC 9110: a 401 names the scheme it wants
+            response.headers["WWW-Authenticate"] = 'Bearer realm="clothing-serving"'
         return response
 
     @app.errorhandler(ApiError)

@@ -43,6 +43,13 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.key_requests = Counter(
+            "gateway_api_key_requests",
+            "Requests to endpoints that need an API key, by key id ('(none)' or '(invalid)' "
+            "when refused) and status code",
+            ["key_id", "status"],
+            registry=self.registry,
+        )
         self.images = Counter(
             "gateway_images",
             "Images classified, by source (url or upload)",

@@ -26,6 +26,8 @@ def register_request_hooks(app: Flask, metrics: Metrics, log: logging.Logger) ->
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(elapsed)
+        if (key_id := g.get("api_key_id")) is not None:
+            metrics.key_requests.labels(key_id, str(response.status_code)).inc()
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if endpoint not in QUIET_ENDPOINTS:
             log.info(
@@ -36,6 +38,7 @@ def register_request_hooks(app: Flask, metrics: Metrics, log: logging.Logger) ->
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 2),
                     "error_code": g.get("error_code"),
+                    "api_key_id": g.get("api_key_id"),
                 },
             )
         return response

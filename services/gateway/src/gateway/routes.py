@@ -12,6 +12,9 @@ from gateway.request_parsing import parse_json_body
 from gateway.runtime import current_gateway
 
 UPLOAD_FIELDS = ("image", "file")
+# What needs an API key when the gateway has them (gateway.api_keys); the rest is probes,
+# documentation and the page that asks for the key.
+KEYED_ENDPOINTS = frozenset({"api.predict"})
 
 api = Blueprint("api", __name__)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from gateway.api_keys import KeyFile
 from gateway.classifier import Classifier
 from gateway.decode_memory import MemoryGate
 from gateway.fetch import SafeFetcher
@@ -20,6 +21,7 @@ class Gateway:
     settings: Settings
     classifier: Classifier
     metrics: Metrics
+    api_keys: KeyFile | None = None  # None: /predict is open
 
     @classmethod
     def build(cls, settings: Settings, fetcher: SafeFetcher | None = None) -> Gateway:
@@ -40,7 +42,12 @@ class Gateway:
             metrics=metrics,
             download_threads=settings.download_threads,
         )
-        return cls(settings, classifier, metrics)
+        keys = (
+            KeyFile.load(settings.api_keys_file, settings.api_keys_reload_s)
+            if settings.api_keys_file
+            else None
+        )
+        return cls(settings, classifier, metrics, keys)
 
 
 EXTENSION = "gateway"

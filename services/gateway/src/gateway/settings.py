@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from gateway.api_keys import RELOAD_S, KeyFile, KeyFileError
 from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES, SIGNATURE
 from gateway.decode_memory import MIB, container_memory_limit, decode_budget, image_peak_bytes
 from gateway.fetch import FetchLimits
@@ -85,6 +87,11 @@ class Settings:
     decode_memory: DecodeMemory = field(default_factory=DecodeMemory)
     max_urls: int = 16
     download_threads: int = 8
+    # SHA-256 digests of the API keys /predict accepts (gateway.api_keys); None: no keys
+    api_keys_file: Path | None = None
+    api_keys_reload_s: float = RELOAD_S  # how soon a changed key file takes effect
+    # Strict-Transport-Security on every answer, when TLS ends at the load balancer in front
+    hsts_max_age_s: int = 0
 
     @property
     def max_request_bytes(self) -> int:
@@ -149,6 +156,9 @@ class Settings:
             ),
             max_urls=r.positive_int("MAX_URLS", top.max_urls),
             download_threads=download_threads,
+            api_keys_file=r.key_file("API_KEYS_FILE"),
+            api_keys_reload_s=r.positive_float("API_KEYS_RELOAD_S", top.api_keys_reload_s),
+            hsts_max_age_s=r.non_negative_int("HSTS_MAX_AGE_S", top.hsts_max_age_s),
         )
 
 
@@ -286,6 +296,17 @@ class _Reader:
         if len(dims) != 2 or not all(0 < d <= 4096 for d in dims):
             raise SettingsError(f"{name}: expected N or HxW with 1..4096, got {raw!r}")
         return dims[0], dims[1]
+
+    def key_file(self, name: str) -> Path | None:
+        """A path to an API key file that exists and parses now (it may change later)."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        try:
+            KeyFile.load(Path(raw))
+        except KeyFileError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+        return Path(raw)
 
     def policy(self, name: str) -> AccessPolicy:
         try:

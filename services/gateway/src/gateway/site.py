@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     make_response,
     render_template,
@@ -48,6 +49,19 @@ PAGE_POLICY = "; ".join(
 site = Blueprint("site", __name__, template_folder=str(SITE))
 
 
+def register_site(app: Flask, hsts_max_age_s: int) -> None:
+    """The website, and (when TLS ends in front of the gateway) Strict-Transport-Security
+    on every answer, so browsers never again try the site over plain HTTP."""
+    app.register_blueprint(site)
+    if hsts_max_age_s:
+        policy = f"max-age={hsts_max_age_s}"
+
+        @app.after_request
+        def _hsts(response: Response) -> Response:
+            response.headers["Strict-Transport-Security"] = policy
+            return response
+
+
 # The only files /static serves, by name, with the digest of their content: a request names
 # one of these exactly or gets 404 (no path is ever built from what a client sent).
 DIGESTS = {
@@ -72,10 +86,12 @@ def _page_headers(response: Response) -> Response:
 
 @site.get("/")
 def index() -> Response:
-    settings = current_gateway().settings
+    gateway = current_gateway()
+    settings = gateway.settings
     html = render_template(
         "index.html",
         asset_url=asset_url,
+        api_keys_on=gateway.api_keys is not None,
         error_words={code: kind.plain for code, kind in ERRORS.items()},
         max_image_mib=settings.fetch.max_bytes / (1024 * 1024),
         max_image_bytes=settings.fetch.max_bytes,

@@ -17,6 +17,8 @@
   const topClass = $("top-class");
   const modelLine = $("model");
   const bars = $("bars");
+  const keyInput = $("api-key"); // only when the gateway requires API keys
+  const KEY_STORE = "clothing-serving-api-key";
   // error code -> what to tell a person (the gateway's error registry, in the page)
   const words = JSON.parse($("error-words").textContent);
   const maxBytes = Number(fileInput.dataset.maxBytes);
@@ -113,6 +115,7 @@
   // What to say for an answer that is not the API's JSON (something in between answered).
   function wordsForStatus(status) {
     if (status === 413) return words.request_too_large;
+    if (status === 401) return words.unauthorized;
     if (status === 502 || status === 503 || status === 504) return words.server_unavailable;
     return `The classifier answered with an error (HTTP ${status}). Try again.`;
   }
@@ -128,10 +131,15 @@
     status.textContent = "Classifying…";
     setBusy(true);
     try {
+      const key = keyInput?.value.trim();
       const response = await fetch("/predict", {
         method: "POST",
         ...init,
-        headers: { Accept: "application/json", ...init.headers },
+        headers: {
+          Accept: "application/json",
+          ...(key ? { Authorization: `Bearer ${key}` } : {}),
+          ...init.headers,
+        },
         signal: controller.signal,
       });
       const body = await readJson(response);
@@ -145,6 +153,7 @@
       } else {
         showError(wordsForStatus(response.status));
       }
+      if (response.status === 401) keyInput?.focus();
     } catch {
       if (controller !== running) return;
       showError(
@@ -213,6 +222,11 @@
       return true;
     }
     return false;
+  }
+
+  if (keyInput) {
+    keyInput.value = sessionStorage.getItem(KEY_STORE) || "";
+    keyInput.addEventListener("change", () => sessionStorage.setItem(KEY_STORE, keyInput.value.trim()));
   }
 
   form.addEventListener("submit", (event) => {

@@ -1,0 +1,190 @@
+"""API keys: who may call ``/predict``.
+
+The gateway never sees a key at rest: it reads SHA-256 digests, each under a key id, from
+``API_KEYS_FILE`` (on AWS, a Kubernetes Secret that Pulumi writes from the stack's secret
+config). A caller sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the key is
+hashed and its digest compared with every stored digest by ``hmac.compare_digest``, with
+no early exit, so the time taken says nothing about which key came close. Keys are random
+strings of at least ``MIN_KEY_LENGTH`` token characters (``KEY``), which nobody can guess,
+so one SHA-256 pass is the right hash (stretching is for passwords people choose).
+
+Kubernetes updates a mounted Secret in place; the file is read again at most every
+``API_KEYS_RELOAD_S`` seconds (``RELOAD_S`` by default), so a second key can be added, the
+clients moved to it, and the first removed, with no restart and no request refused along
+the way. A changed file that does not parse is logged and ignored: the keys in force stay
+in force.
+
+File format, one key per line (``#`` comments and blank lines ignored)::
+
+    <key id> <sha256 hex digest of the key>
+
+``python -m gateway.api_keys <key id>`` reads a key on stdin and prints its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, g, request
+from werkzeug.datastructures import Headers
+
+from gateway.errors import ApiError
+
+MIN_KEY_LENGTH = 32
+# RFC 6750's token characters: a key that works in both headers, from any client (HTTP
+# headers are latin-1 to a WSGI server, and a Bearer token has no spaces).
+KEY = re.compile(rf"^[A-Za-z0-9._~+/=-]{{{MIN_KEY_LENGTH},}}$")
+KEY_RULE = f"at least {MIN_KEY_LENGTH} of the characters A-Z a-z 0-9 . _ ~ + / = -"
+RELOAD_S = 10.0
+KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_BEARER = re.compile(r"^bearer +(\S+)$", re.IGNORECASE)
+log = logging.getLogger(__name__)
+
+
+class KeyFileError(ValueError):
+    """An API key file that cannot be used; the message names the file and line."""
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyDigests:
+    """Key id -> SHA-256 digest, as parsed from a key file."""
+
+    entries: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> KeyDigests:
+        entries: list[tuple[str, bytes]] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not KEY_ID.match(parts[0]) or not _DIGEST.match(parts[1]):
+                raise KeyFileError(
+                    f"{source}, line {number}: expected '<key id> <sha256 hex digest>' with a "
+                    "key id of lowercase letters, digits, '-' and '_'"
+                )
+            if any(parts[0] == known for known, _ in entries):
+                raise KeyFileError(f"{source}, line {number}: key id {parts[0]!r} appears twice")
+            entries.append((parts[0], bytes.fromhex(parts[1])))
+        if not entries:
+            raise KeyFileError(f"{source}: no keys (a gateway with a key file refuses everyone)")
+        return cls(tuple(entries))
+
+    def match(self, key: str) -> str | None:
+        """The id of the key, if it is one of these; constant time in which one, if any."""
+        presented = hashlib.sha256(key.encode()).digest()
+        found = None
+        for key_id, stored in self.entries:
+            if hmac.compare_digest(presented, stored):
+                found = key_id
+        return found
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(key_id for key_id, _ in self.entries)
+
+
+class KeyFile:
+    """The digests in a key file, read again when it may have changed."""
+
+    def __init__(self, path: Path, reload_s: float = RELOAD_S) -> None:
+        self.path = path
+        self.reload_s = reload_s
+        self._text = path.read_text()
+        self._digests = KeyDigests.parse(self._text, str(path))
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, reload_s: float = RELOAD_S) -> KeyFile:
+        """Raises ``KeyFileError`` naming the file when it is missing or malformed."""
+        try:
+            return cls(path, reload_s)
+        except OSError as exc:
+            raise KeyFileError(f"{path}: cannot be read ({exc.strerror})") from None
+
+    def digests(self) -> KeyDigests:
+        now = time.monotonic()
+        if now - self._checked < self.reload_s:
+            return self._digests
+        with self._lock:
+            if now - self._checked >= self.reload_s:
+                self._checked = now
+                self._reload()
+        return self._digests
+
+    def _reload(self) -> None:
+        try:
+            text = self.path.read_text()
+            if text != self._text:
+                self._digests = KeyDigests.parse(text, str(self.path))
+                self._text = text
+                log.info("api keys reloaded", extra={"key_ids": list(self._digests.ids)})
+        except (OSError, KeyFileError) as exc:
+            log.error("api keys not reloaded; the previous keys stay", extra={"detail": str(exc)})
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` or else ``X-API-Key``."""
+    bearer = _BEARER.match(headers.get("Authorization", "").strip())
+    if bearer:
+        return bearer.group(1)
+    key = headers.get("X-API-Key", "").strip()
+    return key or None
+
+
+# Metric labels of refused requests: no key id can be either (ids start with [a-z0-9]).
+NO_KEY = "(none)"
+WRONG_KEY = "(invalid)"
+UNAUTHORIZED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+
+
+def register_key_check(
+    app: Flask, keys: Callable[[], KeyFile | None], endpoints: frozenset[str]
+) -> None:
+    """With a key file, a request to one of ``endpoints`` without a valid key gets 401
+    ``unauthorized`` (one message, whatever was wrong), before its body is read: register
+    it ahead of the body reader. ``g.api_key_id`` names the key of one that passes."""
+
+    @app.before_request
+    def _check_key() -> None:
+        key_file = keys()
+        if key_file is None or request.endpoint not in endpoints:
+            return
+        key = presented_key(request.headers)
+        key_id = key_file.digests().match(key) if key else None
+        g.api_key_id = key_id or (NO_KEY if key is None else WRONG_KEY)
+        if key_id is None:
+            raise ApiError("unauthorized", UNAUTHORIZED)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m gateway.api_keys <key id>``: a key on stdin -> its key file line."""
+    if len(argv) != 1 or not KEY_ID.match(argv[0]):
+        print("usage: python -m gateway.api_keys <key id> < key", file=sys.stderr)
+        return 2
+    key = sys.stdin.readline().strip()
+    if not KEY.match(key):
+        print(f"a key is {KEY_RULE}", file=sys.stderr)
+        return 2
+    print(f"{argv[0]} {digest(key)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
