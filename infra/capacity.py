@@ -75,6 +75,12 @@ NODE_DAEMONSETS = (
 DEVICE_PLUGIN = DaemonSet("nvidia-device-plugin", Resources(10, 32))
 
 
+# With monitoring on (infra.monitoring, which sets these requests in the charts' values):
+# Prometheus's node exporter on every node, NVIDIA's DCGM exporter on GPU nodes.
+NODE_EXPORTER = DaemonSet("node-exporter", Resources(20, 32))
+DCGM_EXPORTER = DaemonSet("dcgm-exporter", Resources(100, 128))
+
+
 # The nginx sidecar in front of every gateway pod (requests; nginx idles at a few MiB).
 PROXY_SIDECAR = Resources(50, 64)
 
@@ -160,11 +166,48 @@ INSTANCE_TYPES = {
 }
 
 
-def daemonsets_on(instance: InstanceType) -> tuple[DaemonSet, ...]:
-    return NODE_DAEMONSETS + ((DEVICE_PLUGIN,) if instance.gpus else ())
+@dataclass(frozen=True)
+class MonitoringPod:
+    name: str
+    requests: Resources
+    memory_limit_mib: int
 
 
-def nodes_needed(instance: InstanceType, pod: Resources, gpus: int, pods: int) -> int:
+# The monitoring stack's pods, on the CPU pool (requests and memory limits; each pod's
+# sidecars, such as the config reloaders, included).
+MONITORING_PODS = (
+    MonitoringPod("prometheus", Resources(260, 1074), 3072),
+    MonitoringPod("grafana", Resources(100, 320), 512),
+    MonitoringPod("prometheus-operator", Resources(50, 128), 256),
+    MonitoringPod("kube-state-metrics", Resources(50, 128), 256),
+    MonitoringPod("alertmanager", Resources(35, 114), 256),
+    MonitoringPod("prometheus-adapter", Resources(50, 128), 256),
+)
+
+
+def daemonsets_on(instance: InstanceType, monitoring: bool) -> tuple[DaemonSet, ...]:
+    daemonsets = NODE_DAEMONSETS + ((DEVICE_PLUGIN,) if instance.gpus else ())
+    if monitoring:
+        daemonsets += (NODE_EXPORTER,) + ((DCGM_EXPORTER,) if instance.gpus else ())
+    return daemonsets
+
+
+def nodes_needed(
+    instance: InstanceType, pod: Resources, gpus: int, pods: int, monitoring: bool
+) -> int:
     """Nodes of ``instance`` that ``pods`` such pods need (math.inf-free: 0 if none fit)."""
-    per_node = instance.pods_that_fit(pod, gpus, daemonsets_on(instance))
+    per_node = instance.pods_that_fit(pod, gpus, daemonsets_on(instance, monitoring))
     return math.ceil(pods / per_node) if per_node else 0
+
+
+def monitoring_nodes(instance: InstanceType) -> int:
+    """Nodes of ``instance`` that the monitoring pods need, on their own (0: one of them
+    does not fit on it)."""
+    free = instance.allocatable(daemonsets_on(instance, monitoring=True))
+    if any(
+        p.requests.cpu_m > free.cpu_m or p.requests.memory_mib > free.memory_mib
+        for p in MONITORING_PODS
+    ):
+        return 0
+    total = sum((p.requests for p in MONITORING_PODS), NOTHING)
+    return max(math.ceil(total.cpu_m / free.cpu_m), math.ceil(total.memory_mib / free.memory_mib))

@@ -41,6 +41,7 @@ from infra.capacity import (
     InstanceType,
     Resources,
     daemonsets_on,
+    monitoring_nodes,
     nodes_needed,
     parse_cpu,
     parse_memory,
@@ -141,6 +142,19 @@ class GpuPoolConfig(PoolConfig):
     def has_device_plugin(self) -> bool:
         """Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not."""
         return self.ami_family == "bottlerocket"
+
+
+class MonitoringConfig(_Strict):
+    """kube-prometheus-stack in the cluster (infra.monitoring): Prometheus, Grafana with the
+    project's dashboard, the alert rules, NVIDIA's DCGM exporter on GPU nodes, and
+    prometheus-adapter, through which TF Serving scales on its GPUs' utilisation."""
+
+    enabled: bool = True
+    retention_days: Annotated[int, Field(ge=1, le=30)] = Field(alias="retentionDays", default=7)
+    # TF Serving's autoscaling target: the average GPU utilisation of its pods (%)
+    target_gpu_percent: Annotated[int, Field(ge=20, le=95)] = Field(
+        alias="targetGpuPercent", default=60
+    )
 
 
 class ScalingConfig(_Strict):
@@ -292,6 +306,7 @@ class StackConfig(_Strict):
     gateway: GatewayScalingConfig
     tf_serving: ScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("cluster_version")
     @classmethod
@@ -422,6 +437,7 @@ class Tier:
 def check_capacity(cfg: StackConfig) -> None:
     """Each pod fits on each instance type its pool may launch, and each autoscaler's
     maximum plus a surge pod fits within its pool's limit (ValueError naming the keys)."""
+    monitoring = cfg.monitoring.enabled
     vcpus_needed, cpu_keys = 0, []
     for tier in cfg.tiers:
         key, scaling, pool_key, pool, gpus = (
@@ -434,9 +450,9 @@ def check_capacity(cfg: StackConfig) -> None:
         pods = scaling.max_replicas + SURGE_PODS
         worst_vcpus = 0
         for instance in pool.types:
-            nodes = nodes_needed(instance, tier.pod_requests, gpus, pods)
+            nodes = nodes_needed(instance, tier.pod_requests, gpus, pods, monitoring)
             if not nodes:
-                free = instance.allocatable(daemonsets_on(instance))
+                free = instance.allocatable(daemonsets_on(instance, monitoring))
                 raise ValueError(
                     f"a {key} pod ({scaling.cpu} CPU, {scaling.memory}) does not fit on "
                     f"{instance.name} ({free.cpu_m}m, {free.memory_mib}Mi left after the "
@@ -452,10 +468,23 @@ def check_capacity(cfg: StackConfig) -> None:
                 )
         else:
             vcpus_needed += worst_vcpus
-            cpu_keys.append(f"{key}.maxReplicas ({scaling.max_replicas})")
+            cpu_keys.append(f"{key}.maxReplicas ({scaling.max_replicas}) + {SURGE_PODS} surge pod")
+    if monitoring:
+        worst_vcpus = 0
+        for instance in cfg.cpu_nodes.types:
+            nodes = monitoring_nodes(instance)
+            if not nodes:
+                raise ValueError(
+                    f"the monitoring pods (the largest: Prometheus) do not fit on "
+                    f"{instance.name}: change cpuNodes.instanceTypes or set "
+                    "monitoring.enabled to false"
+                )
+            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
+        vcpus_needed += worst_vcpus
+        cpu_keys.append("the monitoring pods (monitoring.enabled)")
     system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
     needed = sum((pod.requests for pod in SYSTEM_PODS), NOTHING)
-    free = system.allocatable(daemonsets_on(system))
+    free = system.allocatable(daemonsets_on(system, monitoring))
     if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
         raise ValueError(
             f"systemNodes.instanceType {system.name} leaves {free.cpu_m}m / {free.memory_mib}Mi "
@@ -464,8 +493,8 @@ def check_capacity(cfg: StackConfig) -> None:
         )
     if vcpus_needed > cfg.cpu_nodes.max_vcpus:
         raise ValueError(
-            f"{' and '.join(cpu_keys)} + {SURGE_PODS} surge pod each may need {vcpus_needed} "
-            f"vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is {cfg.cpu_nodes.max_vcpus}"
+            f"{' and '.join(cpu_keys)} may need {vcpus_needed} vCPUs of "
+            f"cpuNodes.instanceTypes, but cpuNodes.maxVcpus is {cfg.cpu_nodes.max_vcpus}"
         )
 
 
@@ -498,7 +527,7 @@ TEXT_KEYS = ("clusterVersion", "natGateways", "vpcCidr")
 JSON_KEYS = (
     "availabilityZones", "publicAccessCidrs", "adminPrincipalArns", "logRetentionDays",
     "highAvailability", "parked", "systemNodes", "cpuNodes", "gpuNodes", "gateway",
-    "tfServing", "model", "allowedClientCidrs", "requireApiKeys", "tls",
+    "tfServing", "model", "allowedClientCidrs", "requireApiKeys", "tls", "monitoring",
 )  # fmt: skip
 
 

@@ -2,8 +2,8 @@
 
     uv run python -m infra.cost [dev prod ...]
 
-Three figures per stack: **parked** (`parked: true`: no workload nodes, the fixed part
-only), **at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold
+Three figures per stack: **parked** (`parked: true`: no workload nodes, no monitoring: the
+fixed part only), **at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold
 them) and **at maximum** (the Karpenter pools' limits used up on their priciest types).
 Instance prices live in ``infra.capacity``; the control plane is priced by its Kubernetes
 version's support on the day (``infra.eks_versions``). Prices are us-east-1 on-demand
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from datetime import date
 
-from infra.capacity import INSTANCE_TYPES, InstanceType, nodes_needed
+from infra.capacity import INSTANCE_TYPES, InstanceType, monitoring_nodes, nodes_needed
 from infra.config import StackConfig, Tier, parse_stack_file
 from infra.eks_versions import VERSIONS
 
@@ -56,13 +56,14 @@ def _node_hour(instance: InstanceType, disk_gb: int) -> float:
     return instance.hourly_usd + disk_gb * PRICES["gp3_gb"]
 
 
-def _cheapest(tier: Tier, zones: int) -> tuple[str, float]:
+def _cheapest(tier: Tier, zones: int, monitoring: bool) -> tuple[str, float]:
     """The cheapest nodes of the tier's pool that hold its minimum of pods, spread over
     ``zones`` nodes at least."""
     pods = tier.scaling.min_replicas
     options = []
     for instance in tier.pool.types:
-        nodes = max(nodes_needed(instance, tier.pod_requests, tier.gpus, pods), min(pods, zones))
+        needed = nodes_needed(instance, tier.pod_requests, tier.gpus, pods, monitoring)
+        nodes = max(needed, min(pods, zones))
         options.append((nodes * _node_hour(instance, tier.pool.disk_size_gb), nodes, instance.name))
     cost, nodes, name = min(options)
     return f"{nodes} x {name}", cost
@@ -104,12 +105,21 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     # highly available: the pods are spread over zones, so over that many nodes at least
     zones = cfg.availability_zones if cfg.high_availability else 1
     gateway, tf = cfg.tiers
-    gw_label, gw_cost = _cheapest(gateway, zones)
-    tf_label, tf_cost = _cheapest(tf, zones)
+    monitoring = cfg.monitoring.enabled
+    gw_label, gw_cost = _cheapest(gateway, zones, monitoring)
+    tf_label, tf_cost = _cheapest(tf, zones, monitoring)
     serving_min = [
         (f"gateway nodes {gw_label}", gw_cost),
         (f"TF Serving nodes {tf_label}", tf_cost),
     ]
+    if monitoring:  # its own nodes, an upper bound: it may share the gateway's
+        pool = cfg.cpu_nodes
+        cost, nodes, name = min(
+            (monitoring_nodes(t) * _node_hour(t, pool.disk_size_gb), monitoring_nodes(t), t.name)
+            for t in pool.types
+            if monitoring_nodes(t)
+        )
+        serving_min.append((f"monitoring nodes {nodes} x {name}", cost))
     cpu_label, cpu_cost = _at_limit_cpu(cfg)
     serving_max = [(f"CPU pool at maxVcpus: {cpu_label}", cpu_cost)]
     if cfg.model.on_gpu:

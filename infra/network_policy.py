@@ -6,7 +6,16 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.workloads import GATEWAY, GATEWAY_PORT, GRPC_PORT, REST_PORT, TF_SERVING, App
+from infra.workloads import (
+    APP_LABEL,
+    GATEWAY,
+    GATEWAY_PORT,
+    GRPC_PORT,
+    METRICS_PORT,
+    REST_PORT,
+    TF_SERVING,
+    App,
+)
 
 net = k8s.networking.v1
 meta = k8s.meta.v1
@@ -43,11 +52,52 @@ def _allow_ingress(
     )
 
 
+def _allow_scrapes(
+    namespace: pulumi.Input[str], monitoring: str, opts: pulumi.ResourceOptions
+) -> k8s.networking.v1.NetworkPolicy:
+    """Prometheus (any pod of the ``monitoring`` namespace) may read the gateway's metrics
+    port and TF Serving's REST port (its metrics path)."""
+    name = "metrics-from-monitoring"
+    source = net.NetworkPolicyPeerArgs(
+        namespace_selector=meta.LabelSelectorArgs(
+            match_labels={"kubernetes.io/metadata.name": monitoring}
+        )
+    )
+    return net.NetworkPolicy(
+        name,
+        metadata=meta.ObjectMetaArgs(name=name, namespace=namespace),
+        spec=net.NetworkPolicySpecArgs(
+            pod_selector=meta.LabelSelectorArgs(
+                match_expressions=[
+                    meta.LabelSelectorRequirementArgs(
+                        key=APP_LABEL, operator="In", values=[GATEWAY.name, TF_SERVING.name]
+                    )
+                ]
+            ),
+            policy_types=["Ingress"],
+            ingress=[
+                net.NetworkPolicyIngressRuleArgs(
+                    from_=[source],
+                    ports=[
+                        net.NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP"),
+                        net.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
+                    ],
+                )
+            ],
+        ),
+        opts=opts,
+    )
+
+
 def network_policies(
-    namespace: pulumi.Input[str], redirect_port: int, opts: pulumi.ResourceOptions
+    namespace: pulumi.Input[str],
+    redirect_port: int,
+    scraped_from: str | None,
+    opts: pulumi.ResourceOptions,
 ) -> list[k8s.networking.v1.NetworkPolicy]:
     """``redirect_port``: the pod port plain HTTP reaches (the proxy's redirect server with
-    TLS, else the gateway's own). The metrics port is open to nobody here."""
+    TLS, else the gateway's own). ``scraped_from``: the monitoring namespace, the only one
+    that reaches the metrics ports (none: nobody does)."""
     deny_all = net.NetworkPolicy(
         "default-deny-ingress",
         metadata=meta.ObjectMetaArgs(name="default-deny-ingress", namespace=namespace),
@@ -56,7 +106,9 @@ def network_policies(
         ),
         opts=opts,
     )
+    scrapes = [_allow_scrapes(namespace, scraped_from, opts)] if scraped_from else []
     return [
+        *scrapes,
         deny_all,
         _allow_ingress(
             "tf-serving-from-gateway", namespace, TF_SERVING, [GRPC_PORT, REST_PORT], GATEWAY, opts

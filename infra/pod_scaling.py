@@ -11,10 +11,39 @@ from infra.workloads import App
 hpa = k8s.autoscaling.v2
 
 
+def _cpu(scaling: ScalingConfig) -> hpa.MetricSpecArgs:
+    return hpa.MetricSpecArgs(
+        type="Resource",
+        resource=hpa.ResourceMetricSourceArgs(
+            name="cpu",
+            target=hpa.MetricTargetArgs(
+                type="Utilization", average_utilization=scaling.target_cpu_percent
+            ),
+        ),
+    )
+
+
+def _pods_metric(metric: str, average: int) -> hpa.MetricSpecArgs:
+    """A custom metric per pod (prometheus-adapter serves it), averaged over the pods."""
+    return hpa.MetricSpecArgs(
+        type="Pods",
+        pods=hpa.PodsMetricSourceArgs(
+            metric=hpa.MetricIdentifierArgs(name=metric),
+            target=hpa.MetricTargetArgs(type="AverageValue", average_value=str(average)),
+        ),
+    )
+
+
 def autoscaler(
-    app: App, namespace: pulumi.Input[str], scaling: ScalingConfig, opts: pulumi.ResourceOptions
+    app: App,
+    namespace: pulumi.Input[str],
+    scaling: ScalingConfig,
+    opts: pulumi.ResourceOptions,
+    load_metric: tuple[str, int] | None = None,
 ) -> k8s.autoscaling.v2.HorizontalPodAutoscaler:
-    """Scale on CPU between the stack's minimum and maximum; scale down slowly."""
+    """Scale between the stack's minimum and maximum on ``load_metric`` (a per-pod custom
+    metric and its target average), else on CPU; scale down slowly."""
+    metric = _pods_metric(*load_metric) if load_metric else _cpu(scaling)
     return hpa.HorizontalPodAutoscaler(
         f"{app.name}-hpa",
         metadata=k8s.meta.v1.ObjectMetaArgs(name=app.name, namespace=namespace, labels=app.labels),
@@ -24,17 +53,7 @@ def autoscaler(
             ),
             min_replicas=scaling.min_replicas,
             max_replicas=scaling.max_replicas,
-            metrics=[
-                hpa.MetricSpecArgs(
-                    type="Resource",
-                    resource=hpa.ResourceMetricSourceArgs(
-                        name="cpu",
-                        target=hpa.MetricTargetArgs(
-                            type="Utilization", average_utilization=scaling.target_cpu_percent
-                        ),
-                    ),
-                )
-            ],
+            metrics=[metric],
             behavior=hpa.HorizontalPodAutoscalerBehaviorArgs(
                 scale_down=hpa.HPAScalingRulesArgs(stabilization_window_seconds=300)
             ),

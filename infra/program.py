@@ -17,8 +17,11 @@ from infra.eks_versions import support_warning
 from infra.exposure import PublicEndpoint, gateway_url
 from infra.images import ImageRegistry
 from infra.model_export import find_export
+from infra.monitoring import GPU_UTILISATION_METRIC, Monitoring, MonitoringSpec
+from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from infra.network import Network
-from infra.serving import Serving
+from infra.serving import NAMESPACE as SERVING_NAMESPACE
+from infra.serving import Scraping, Serving
 from infra.workloads import Placement
 
 
@@ -83,6 +86,9 @@ def main() -> dict[str, pulumi.Output[Any]]:
         dns_name=cfg.tls.dns_name if cfg.tls else None,
         hosted_zone_id=cfg.tls.hosted_zone_id if cfg.tls else None,
     )
+    # A parked stack runs no workload nodes, so no monitoring either (its history is lost).
+    monitored = cfg.monitoring.enabled and not cfg.parked
+    gpu_metric = (GPU_UTILISATION_METRIC, cfg.monitoring.target_gpu_percent)
     serving = Serving(
         "serving",
         model_name=export.name,
@@ -95,11 +101,31 @@ def main() -> dict[str, pulumi.Output[Any]]:
         placement=Placement(high_availability=cfg.high_availability, parked=cfg.parked),
         endpoint=endpoint,
         api_key_file=api_key_file,
+        monitoring=Scraping(MONITORING_NAMESPACE, gpu_metric if cfg.model.on_gpu else None)
+        if monitored
+        else None,
         provider=cluster.provider,
         depends_on=serving_needs,
     )
 
+    monitoring = (
+        Monitoring(
+            "monitoring",
+            spec=MonitoringSpec(
+                retention_days=cfg.monitoring.retention_days, gpus=cfg.model.on_gpu
+            ),
+            serving_namespace=SERVING_NAMESPACE,
+            provider=cluster.provider,
+            depends_on=[*nodes.node_pools.values()],
+        )
+        if monitored
+        else None
+    )
+
     return {
+        "grafana_admin_password": pulumi.Output.secret(
+            monitoring.grafana_password.result if monitoring else ""
+        ),
         "gateway_url": gateway_url(endpoint, serving.gateway_hostname),
         "load_balancer_hostname": serving.gateway_hostname,
         # the ids of the keys /predict accepts ([]: it is open), never the keys

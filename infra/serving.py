@@ -10,6 +10,7 @@ disruption budgets), ``network_policy``, ``exposure`` (the load balancer, TLS, D
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -39,6 +40,15 @@ meta = k8s.meta.v1
 core = k8s.core.v1
 
 
+@dataclass(frozen=True)
+class Scraping:
+    """The monitoring stack's side of the workloads: who may scrape them, and the load
+    metric TF Serving scales on (a custom metric and its per-pod target; None: CPU)."""
+
+    namespace: str
+    tf_serving_metric: tuple[str, int] | None
+
+
 class Serving(pulumi.ComponentResource):
     def __init__(
         self,
@@ -54,6 +64,7 @@ class Serving(pulumi.ComponentResource):
         placement: Placement,
         endpoint: PublicEndpoint,
         api_key_file: str | None,
+        monitoring: Scraping | None,
         provider: k8s.Provider,
         depends_on: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
@@ -169,7 +180,13 @@ class Serving(pulumi.ComponentResource):
             []
             if placement.parked
             else [
-                autoscaler(TF_SERVING, self.ns, tf_serving, scaled),
+                autoscaler(
+                    TF_SERVING,
+                    self.ns,
+                    tf_serving,
+                    scaled,
+                    monitoring.tf_serving_metric if monitoring else None,
+                ),
                 autoscaler(GATEWAY, self.ns, gateway, scaled),
             ]
         )
@@ -177,7 +194,12 @@ class Serving(pulumi.ComponentResource):
             disruption_budget(TF_SERVING, self.ns, self._opts),
             disruption_budget(GATEWAY, self.ns, self._opts),
         ]
-        self.network_policies = network_policies(self.ns, endpoint.redirect_port, self._opts)
+        self.network_policies = network_policies(
+            self.ns,
+            endpoint.redirect_port,
+            monitoring.namespace if monitoring else None,
+            self._opts,
+        )
 
         self.gateway_hostname = self.gateway_service.status.apply(ingress_hostname)
         self.dns_record = dns_record(

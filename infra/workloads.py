@@ -46,16 +46,16 @@ meta = k8s.meta.v1
 core = k8s.core.v1
 
 
+APP_LABEL = "app.kubernetes.io/name"
+
+
 @dataclass(frozen=True)
 class App:
     name: str
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
-            "app.kubernetes.io/name": self.name,
-            "app.kubernetes.io/part-of": "clothing-serving",
-        }
+        return {APP_LABEL: self.name, "app.kubernetes.io/part-of": "clothing-serving"}
 
 
 TF_SERVING = App("tf-serving")

@@ -1,10 +1,12 @@
-"""Validate custom resources (Karpenter's NodePool and EC2NodeClass...) against their real
-schemas, offline, with nothing third-party copied into the repository.
+"""Validate custom resources (Karpenter's NodePool and EC2NodeClass, the Prometheus
+operator's PodMonitor and PrometheusRule) against their real schemas, offline, with
+nothing third-party copied into the repository.
 
 The schemas come from npm packages that ``make setup`` installs into ``tests/crds``
 (``npm ci`` from its lock file): ``@kubernetes-models/karpenter`` is generated from
 Karpenter's Go API types, the same types its CRDs are generated from
-(karpenter-provider-aws and kubernetes-sigs/karpenter ``pkg/apis/v1``). Each object is
+(karpenter-provider-aws and kubernetes-sigs/karpenter ``pkg/apis/v1``), and
+``@kubernetes-models/prometheus-operator`` from the operator's CRDs. Each object is
 checked twice:
 
 - TypeScript (``tsc --strict``) compiles it as an object literal of the CRD's type, which
@@ -35,6 +37,14 @@ MODELS = {
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): (
         "@kubernetes-models/karpenter/karpenter.k8s.aws/v1/EC2NodeClass",
         "EC2NodeClass",
+    ),
+    ("monitoring.coreos.com/v1", "PodMonitor"): (
+        "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor",
+        "PodMonitor",
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule",
+        "PrometheusRule",
     ),
 }
 
@@ -100,3 +110,25 @@ def validate(manifests: list[dict[str, Any]]) -> list[str]:
             problems.append(f"the validator did not run: {ran.stderr[-2000:]}")
         problems += [line for line in ran.stdout.splitlines() if line.strip()]
     return problems
+
+
+def validate_dashboard(dashboard: dict[str, Any]) -> list[str]:
+    """TypeScript problems of a Grafana dashboard as ``@grafana/schema``'s ``Dashboard``
+    (Grafana's own published types: unknown keys and wrong types are errors)."""
+    tsc = CRD_DIR / "node_modules" / ".bin" / "tsc"
+    if shutil.which("node") is None or not tsc.is_file():
+        raise SchemaToolsMissing("node and tests/crds/node_modules are needed: run `make setup`")
+    source = (
+        'import type { Dashboard } from "@grafana/schema";\n'
+        f"export const dashboard: Dashboard = {json.dumps(dashboard)};\n"
+    )
+    CRD_DIR.joinpath(".checks").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CRD_DIR / ".checks") as work:
+        (Path(work) / "dashboard.ts").write_text(source)
+        compiled = subprocess.run(
+            [str(tsc), "--strict", "--skipLibCheck", "--noEmit", "--module", "nodenext",
+             "--moduleResolution", "nodenext", "--target", "es2022",
+             str(Path(work) / "dashboard.ts")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    return [line.split(": ", 1)[-1] for line in compiled.stdout.splitlines() if "error TS" in line]

@@ -32,14 +32,14 @@ def test_allocatable_matches_karpenters_figures(name: str, cpu_m: int, memory_mi
 def test_one_one_cpu_gateway_pod_per_m6i_large() -> None:
     """The review's finding: after the node's own pods, an m6i.large holds one 1-CPU pod."""
     node = INSTANCE_TYPES["m6i.large"]
-    assert node.pods_that_fit(Resources(1000, 1024), 0, daemonsets_on(node)) == 1
-    assert nodes_needed(node, Resources(1000, 1024), 0, 11) == 11
+    assert node.pods_that_fit(Resources(1000, 1024), 0, daemonsets_on(node, monitoring=False)) == 1
+    assert nodes_needed(node, Resources(1000, 1024), 0, 11, monitoring=False) == 11
 
 
 def test_gpu_pods_are_limited_by_gpus() -> None:
     node = INSTANCE_TYPES["g4dn.2xlarge"]  # 8 vCPUs, 1 GPU
-    assert node.pods_that_fit(Resources(2000, 6144), 1, daemonsets_on(node)) == 1
-    assert node.pods_that_fit(Resources(2000, 6144), 0, daemonsets_on(node)) == 3
+    assert node.pods_that_fit(Resources(2000, 6144), 1, daemonsets_on(node, monitoring=False)) == 1
+    assert node.pods_that_fit(Resources(2000, 6144), 0, daemonsets_on(node, monitoring=False)) == 3
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_stacks_fit_their_maximum_plus_a_surge(stack: str) -> None:
     cfg = parse_stack_file(stack)
     assert cfg.tf_serving.max_replicas + 1 <= cfg.gpu_nodes.max_gpus
     worst = max(
-        nodes_needed(t, cfg.gateway.requests, 0, cfg.gateway.max_replicas + 1) * t.vcpus
+        nodes_needed(t, cfg.gateway.requests, 0, cfg.gateway.max_replicas + 1, True) * t.vcpus
         for t in cfg.cpu_nodes.types
     )
     assert worst <= cfg.cpu_nodes.max_vcpus

@@ -88,7 +88,7 @@ def test_committed_stacks_are_valid_and_current(stack: str) -> None:
         (
             ["gateway", "maxReplicas"],
             12,
-            "gateway.maxReplicas (12) + 1 surge pod each may need 12 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
+            "gateway.maxReplicas (12) + 1 surge pod and the monitoring pods (monitoring.enabled) may need 16 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
         ),
         (
             ["tfServing", "memory"],

@@ -64,6 +64,8 @@ def test_custom_resources_match_their_crd_schemas(stacks: dict[str, StackRun], s
     custom = [m for m in manifests(stacks[stack]) if crd_validation.is_custom(m)]
     assert {(m["kind"], m["metadata"]["name"]) for m in custom} == {
         ("NodePool", "cpu"), ("NodePool", "gpu"), ("EC2NodeClass", "cpu"), ("EC2NodeClass", "gpu"),
+        ("PodMonitor", "gateway"), ("PodMonitor", "tf-serving"),
+        ("PrometheusRule", "clothing-serving"),
     }  # fmt: skip
     assert _crd_problems(custom) == []
 
@@ -80,9 +82,17 @@ def test_an_invalid_custom_resource_is_caught(stacks: dict[str, StackRun]) -> No
     wrong = json.loads(json.dumps(pool))
     wrong["metadata"]["name"] = "wrong"
     wrong["spec"]["disruption"]["consolidationPolicy"] = "WhenUnderutilized"  # Karpenter v0.x
-    problems = _crd_problems([typo, wrong])
+    [monitor] = [
+        m
+        for m in manifests(stacks["dev"])
+        if m["kind"] == "PodMonitor" and m["metadata"]["name"] == "gateway"
+    ]
+    misnamed = json.loads(json.dumps(monitor))
+    misnamed["spec"]["podMetricEndpoints"] = misnamed["spec"].pop("podMetricsEndpoints")
+    problems = _crd_problems([typo, wrong, misnamed])
     assert any("NodePool/gpu" in p and "tains" in p for p in problems), problems
     assert any("NodePool/wrong" in p and "consolidationPolicy" in p for p in problems), problems
+    assert any("PodMonitor/gateway" in p and "podMetricEndpoints" in p for p in problems), problems
 
 
 def test_an_invalid_manifest_is_caught() -> None:

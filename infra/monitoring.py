@@ -1,0 +1,308 @@
+"""Metrics collection, dashboards, alerts and the custom metric TF Serving scales on.
+
+kube-prometheus-stack (Prometheus, its operator, Alertmanager, Grafana, kube-state-metrics,
+node exporter), chosen over Amazon Managed Prometheus/Grafana: it lives and dies with the
+cluster (``pulumi destroy`` leaves nothing billing), costs one small node instead of
+per-sample ingestion and per-user Grafana fees, and needs no IAM Identity Center. Why,
+and its limits: docs/operations.md, "Monitoring".
+
+Scraped: the gateway pods' proxy metrics port (every gunicorn worker aggregated), TF
+Serving's ``/monitoring/prometheus/metrics`` on its REST port, and NVIDIA's DCGM exporter
+on every GPU node. prometheus-adapter serves the GPU utilisation of each TF Serving pod to
+the HPA through the custom metrics API. The dashboard (``infra/dashboards``) and the alert
+rules (``infra/alerts.py``) are provisioned here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.alerts import alert_rules
+from infra.capacity import DCGM_EXPORTER, MONITORING_PODS, NODE_EXPORTER, NOTHING, Resources
+from infra.cluster import CPU_LABELS, GPU_LABELS, GPU_TAINT_KEY
+from infra.workloads import GATEWAY, TF_SERVING, App
+
+NAMESPACE = "monitoring"
+RELEASE = "kps"  # kube-prometheus-stack's release name (its objects are named after it)
+PROMETHEUS_URL = f"http://{RELEASE}-prometheus.{NAMESPACE}.svc"
+PROMETHEUS_PORT = 9090
+KUBE_PROMETHEUS_STACK = ("kube-prometheus-stack", "88.5.3")
+PROMETHEUS_ADAPTER = ("prometheus-adapter", "5.3.0")
+PROMETHEUS_CHARTS = "https://prometheus-community.github.io/helm-charts"
+DCGM_EXPORTER_CHART = ("dcgm-exporter", "4.8.2")
+DCGM_CHARTS = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+DASHBOARD = Path(__file__).resolve().parent / "dashboards" / "clothing-serving.json"
+# The custom metric TF Serving's HPA reads: its pods' GPU utilisation (%), from DCGM.
+GPU_UTILISATION_METRIC = "gpu_utilization"
+TF_SERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
+# Prometheus's pod keeps its history on its node (emptyDir): Karpenter must not move it to
+# consolidate nodes.
+DO_NOT_DISRUPT = {"karpenter.sh/do-not-disrupt": "true"}
+meta = k8s.meta.v1
+core = k8s.core.v1
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    retention_days: int
+    gpus: bool  # TF Serving runs on GPU nodes: DCGM exporter and the GPU metric
+
+
+def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": f"{requests.cpu_m}m", "memory": f"{requests.memory_mib}Mi"},
+        "limits": {"memory": f"{memory_limit_mib}Mi"},
+    }
+
+
+_PODS = {pod.name: pod for pod in MONITORING_PODS}
+
+
+def _pod(name: str, sidecar: Resources = NOTHING) -> dict[str, Any]:
+    """Resources of a monitoring pod's main container (its sidecar's share set apart)."""
+    pod = _PODS[name]
+    main = Resources(
+        pod.requests.cpu_m - sidecar.cpu_m, pod.requests.memory_mib - sidecar.memory_mib
+    )
+    return _resources(main, pod.memory_limit_mib)
+
+
+# What the operator gives each config-reloader sidecar (Prometheus and Alertmanager pods).
+CONFIG_RELOADER = Resources(10, 50)
+
+
+def stack_values(spec: MonitoringSpec, grafana_password: pulumi.Input[str]) -> dict[str, Any]:
+    """kube-prometheus-stack's values: everything on the CPU pool; no scraping of the
+    control plane EKS runs for us (it exposes none of it); our monitors and rules are
+    picked up whatever their labels."""
+    on_cpu = {"nodeSelector": CPU_LABELS}
+    return {
+        "fullnameOverride": RELEASE,
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeEtcd": {"enabled": False},
+        "kubeProxy": {"enabled": False},  # binds its metrics to the node's loopback
+        "defaultRules": {
+            "rules": {
+                "etcd": False,
+                "kubeControllerManager": False,
+                "kubeSchedulerAlerting": False,
+                "kubeSchedulerRecording": False,
+                "kubeProxy": False,
+            }
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                **on_cpu,
+                "retention": f"{spec.retention_days}d",
+                "resources": _pod("prometheus", CONFIG_RELOADER),
+                "podMetadata": {"annotations": DO_NOT_DISRUPT},
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+            }
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {**on_cpu, "resources": _pod("alertmanager", CONFIG_RELOADER)}
+        },
+        "prometheusOperator": {
+            **on_cpu,
+            "resources": _pod("prometheus-operator"),
+            "prometheusConfigReloader": {
+                "resources": _resources(CONFIG_RELOADER, 128),
+            },
+        },
+        "kube-state-metrics": {**on_cpu, "resources": _pod("kube-state-metrics")},
+        "prometheus-node-exporter": {"resources": _resources(NODE_EXPORTER.requests, 128)},
+        "grafana": {
+            **on_cpu,
+            "fullnameOverride": "grafana",
+            "adminPassword": grafana_password,
+            "resources": _pod("grafana"),
+            # Dashboards from ConfigMaps labelled grafana_dashboard=1, in any namespace.
+            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard"}},
+        },
+    }
+
+
+def adapter_values() -> dict[str, Any]:
+    """prometheus-adapter: one custom metric, the GPU utilisation of each pod using a GPU
+    (DCGM labels each GPU's samples with the pod that holds it)."""
+    return {
+        "prometheus": {"url": PROMETHEUS_URL, "port": PROMETHEUS_PORT},
+        "nodeSelector": CPU_LABELS,
+        "resources": _pod("prometheus-adapter"),
+        "rules": {
+            "default": False,
+            "custom": [
+                {
+                    "seriesQuery": 'DCGM_FI_DEV_GPU_UTIL{namespace!="",pod!=""}',
+                    "resources": {
+                        "overrides": {
+                            "namespace": {"resource": "namespace"},
+                            "pod": {"resource": "pod"},
+                        }
+                    },
+                    "name": {"matches": "^DCGM_FI_DEV_GPU_UTIL$", "as": GPU_UTILISATION_METRIC},
+                    "metricsQuery": "avg(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+                }
+            ],
+        },
+    }
+
+
+def dcgm_values() -> dict[str, Any]:
+    """NVIDIA's DCGM exporter on the GPU nodes, with its default counters (utilisation and
+    memory among them; no profiling counters, so no SYS_ADMIN)."""
+    return {
+        "nodeSelector": GPU_LABELS,
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": _resources(DCGM_EXPORTER.requests, 512),
+        # Root, as the chart has it, to read the kubelet's pod-resources socket (which pod
+        # holds which GPU); but without the SYS_ADMIN the chart adds for profiling counters
+        # (Helm merges maps, so the list is replaced, not left out).
+        "securityContext": {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": [], "drop": ["ALL"]},
+        },
+        # Keep the GPU's own pod and namespace labels (the TF Serving pod using it), not
+        # the exporter pod's: the adapter maps the metric to that pod.
+        "serviceMonitor": {"enabled": True, "honorLabels": True},
+    }
+
+
+def _pod_monitor(
+    resource_name: str, app: App, port: str, path: str, namespace: str, opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """Prometheus scrapes ``app``'s pods in ``namespace`` on their ``port``."""
+    return k8s.apiextensions.CustomResource(
+        resource_name,
+        api_version="monitoring.coreos.com/v1",
+        kind="PodMonitor",
+        metadata=meta.ObjectMetaArgs(name=app.name, namespace=NAMESPACE, labels=app.labels),
+        spec={
+            "selector": {"matchLabels": app.labels},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "podMetricsEndpoints": [{"port": port, "path": path, "interval": "15s"}],
+        },
+        opts=opts,
+    )
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        *,
+        spec: MonitoringSpec,
+        serving_namespace: str,
+        provider: k8s.Provider,
+        depends_on: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("clothing:infra:Monitoring", name, None, opts)
+        self._opts = pulumi.ResourceOptions(
+            parent=self, provider=provider, depends_on=list(depends_on)
+        )
+        # node exporter and DCGM exporter read the host (its /proc, the kubelet's socket)
+        self.namespace = core.Namespace(
+            f"{name}-ns",
+            metadata=meta.ObjectMetaArgs(
+                name=NAMESPACE,
+                labels={
+                    "pod-security.kubernetes.io/enforce": "privileged",
+                    "pod-security.kubernetes.io/warn": "baseline",
+                },
+            ),
+            opts=self._opts,
+        )
+        in_namespace = pulumi.ResourceOptions.merge(
+            self._opts, pulumi.ResourceOptions(depends_on=[self.namespace])
+        )
+        self.grafana_password = random.RandomPassword(
+            f"{name}-grafana-password",
+            length=24,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        chart, version = KUBE_PROMETHEUS_STACK
+        self.stack = k8s.helm.v3.Release(
+            f"{name}-stack",
+            name=RELEASE,
+            namespace=NAMESPACE,
+            chart=chart,
+            version=version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=PROMETHEUS_CHARTS),
+            values=stack_values(spec, self.grafana_password.result),
+            timeout=900,
+            opts=in_namespace,
+        )
+        after_stack = pulumi.ResourceOptions.merge(
+            in_namespace, pulumi.ResourceOptions(depends_on=[self.stack])
+        )
+        self.releases = [self.stack]
+        if spec.gpus:
+            chart, version = DCGM_EXPORTER_CHART
+            self.releases.append(
+                k8s.helm.v3.Release(
+                    f"{name}-dcgm-exporter",
+                    name="dcgm-exporter",
+                    namespace=NAMESPACE,
+                    chart=chart,
+                    version=version,
+                    repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=DCGM_CHARTS),
+                    values=dcgm_values(),
+                    opts=after_stack,  # its ServiceMonitor needs the operator's CRDs
+                )
+            )
+            chart, version = PROMETHEUS_ADAPTER
+            self.releases.append(
+                k8s.helm.v3.Release(
+                    f"{name}-adapter",
+                    name="prometheus-adapter",
+                    namespace=NAMESPACE,
+                    chart=chart,
+                    version=version,
+                    repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=PROMETHEUS_CHARTS),
+                    values=adapter_values(),
+                    opts=after_stack,
+                )
+            )
+        self.monitors = [
+            _pod_monitor(
+                f"{name}-{app.name}-monitor", app, port, path, serving_namespace, after_stack
+            )
+            for app, port, path in (
+                (GATEWAY, "metrics", "/metrics"),
+                (TF_SERVING, "http", TF_SERVING_METRICS_PATH),
+            )
+        ]
+        self.rules = k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=meta.ObjectMetaArgs(name="clothing-serving", namespace=NAMESPACE),
+            spec={"groups": alert_rules(serving_namespace, gpus=spec.gpus)},
+            opts=after_stack,
+        )
+        self.dashboard = core.ConfigMap(
+            f"{name}-dashboard",
+            metadata=meta.ObjectMetaArgs(
+                name="clothing-serving-dashboard",
+                namespace=NAMESPACE,
+                labels={"grafana_dashboard": "1"},
+            ),
+            data={DASHBOARD.name: json.dumps(json.loads(DASHBOARD.read_text()))},
+            opts=in_namespace,
+        )
+        self.register_outputs({"grafana_password": self.grafana_password.result})

@@ -1,0 +1,342 @@
+"""Monitoring: what is collected, shown and alerted on, and what TF Serving scales on.
+
+Every PromQL expression (the dashboard's, the alert rules', the adapter's) is parsed, and
+every metric it names must exist: in the gateway's real ``/metrics`` output, or in what
+TF Serving, NVIDIA's DCGM exporter and kube-state-metrics are documented to export
+(sources cited below, at the releases this project pins)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.api_keys import digest
+from gateway.app import create_app
+from gateway.settings import Settings
+from infra.capacity import MONITORING_PODS, NOTHING, Resources
+from infra.monitoring import (
+    CONFIG_RELOADER,
+    DASHBOARD,
+    GPU_UTILISATION_METRIC,
+    NAMESPACE,
+    MonitoringSpec,
+    adapter_values,
+    stack_values,
+)
+from infra.serving import NAMESPACE as SERVING_NAMESPACE
+from infra.workloads import GATEWAY, METRICS_PORT, REST_PORT, TF_SERVING
+from tests.gateway.conftest import TEST_ENV
+from tests.infra import crd_validation
+from tests.infra.conftest import with_export
+from tests.infra.harness import StackRun, run_stack
+from tests.support.fake_model_server import FakeModel
+from tests.support.image_host import ImageHost
+
+# TF Serving, tensorflow/serving at 9d981c5c2708d23c5407c7c1e30309e6f9798874:
+# tensorflow_serving/util/prometheus_exporter.cc (GetPrometheusMetricName) turns every
+# character of a metric's name outside [a-zA-Z0-9_] into ':' and exports a Sampler as a
+# histogram (_bucket, _sum, _count). The metrics: servables/tensorflow/util.cc
+# (request_count, request_latency, runtime_latency: microseconds),
+# batching/batching_session.cc (queuing_latency), batching/batching_util.h
+# (input_batch_size, processed_batch_size, under BatchingSessionTask::Name(),
+# "batching_session" in batching/batching_session.h).
+TF_SERVING_COUNTERS = {":tensorflow:serving:request_count"}
+TF_SERVING_HISTOGRAMS = {
+    ":tensorflow:serving:request_latency",
+    ":tensorflow:serving:runtime_latency",
+    ":tensorflow:serving:batching_session:queuing_latency",
+    ":tensorflow:serving:batching_session:input_batch_size",
+    ":tensorflow:serving:batching_session:processed_batch_size",
+}
+# NVIDIA/dcgm-exporter 4.8.2 (the chart this project pins runs it with -f
+# /etc/dcgm-exporter/default-counters.csv): etc/default-counters.csv.
+DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
+# kube-state-metrics, docs/metrics/workload/deployment-metrics.md (both STABLE).
+KUBE_STATE_METRICS = {"kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+DOCUMENTED = (
+    TF_SERVING_COUNTERS
+    | {f"{h}{suffix}" for h in TF_SERVING_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+    | DCGM
+    | KUBE_STATE_METRICS
+)
+KEY = "monitoring-test-key-" + "m" * 20
+
+
+@pytest.fixture
+def gateway_exposition(
+    fake_model: tuple[FakeModel, int], image_host: ImageHost, tmp_path: Path
+) -> dict[str, set[str]]:
+    """The gateway's real /metrics after real traffic: sample name -> its label names."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"ci {digest(KEY)}\n")
+    env = {**TEST_ENV, "TF_SERVING_HOST": f"127.0.0.1:{fake_model[1]}", "API_KEYS_FILE": str(keys)}
+    app = create_app(Settings.from_env(env))
+    client: FlaskClient = app.test_client()
+    url = image_host.url("/images/hat.jpg")
+    assert client.post("/predict", json={"url": url}, headers={"X-API-Key": KEY}).status_code == 200
+    assert (
+        client.post("/predict", json={"url": "ftp://x"}, headers={"X-API-Key": KEY}).status_code
+        == 400
+    )
+    client.get("/readyz")
+    text = client.get("/metrics").text
+    samples: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, set()).update(sample.labels)
+    return samples
+
+
+def _grafana(expr: str) -> str:
+    """An expression as Grafana sends it: its interval variable filled in."""
+    return expr.replace("$__rate_interval", "5m")
+
+
+def _selectors(node: Any) -> Iterator[Any]:
+    """Every vector selector in a parsed PromQL expression."""
+    if isinstance(node, promql_parser.VectorSelector):
+        yield node
+    elif isinstance(node, promql_parser.MatrixSelector):
+        yield node.vector_selector
+    elif isinstance(node, promql_parser.Call):
+        for arg in node.args:
+            yield from _selectors(arg)
+    elif isinstance(node, promql_parser.BinaryExpr):
+        yield from _selectors(node.lhs)
+        yield from _selectors(node.rhs)
+    elif isinstance(
+        node,
+        promql_parser.AggregateExpr
+        | promql_parser.ParenExpr
+        | promql_parser.UnaryExpr
+        | promql_parser.SubqueryExpr,
+    ):
+        yield from _selectors(node.expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    names = {s.name for s in _selectors(promql_parser.parse(expr))}
+    assert None not in names and names, f"no metric named in {expr!r}"
+    return names
+
+
+def _dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
+
+
+def dashboard_exprs() -> list[str]:
+    return [
+        _grafana(target["expr"])
+        for panel in _dashboard()["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def rule_exprs(run: StackRun) -> list[str]:
+    rule = run.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "clothing-serving")
+    return [r["expr"] for group in rule.inputs["spec"]["groups"] for r in group["rules"]]
+
+
+def adapter_exprs() -> list[str]:
+    exprs = []
+    for rule in adapter_values()["rules"]["custom"]:
+        series = rule["seriesQuery"]
+        [name] = metric_names(series)
+        query = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", name)
+            .replace("<<.LabelMatchers>>", f'namespace="{SERVING_NAMESPACE}"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+        exprs += [series, query]
+    return exprs
+
+
+def test_every_expression_parses_and_names_metrics_that_exist(
+    stacks: dict[str, StackRun], gateway_exposition: dict[str, set[str]]
+) -> None:
+    known = set(gateway_exposition) | DOCUMENTED
+    used: set[str] = set()
+    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + adapter_exprs():
+        names = metric_names(expr)
+        assert names <= known, f"{sorted(names - known)} in {expr!r}"
+        used |= names
+    # the gateway's own metrics that the dashboard and the rules read
+    assert {n for n in used if n.startswith("gateway_")} == {
+        "gateway_requests_total",
+        "gateway_request_duration_seconds_bucket",
+        "gateway_stage_duration_seconds_bucket",
+        "gateway_errors_total",
+        "gateway_api_key_requests_total",
+    }
+
+
+def test_the_labels_read_from_the_gateways_metrics_exist(
+    gateway_exposition: dict[str, set[str]],
+) -> None:
+    for expr in dashboard_exprs():
+        for selector in _selectors(promql_parser.parse(expr)):
+            if selector.name.startswith("gateway_"):
+                grouped = set(re.findall(r"by \(([^)]*)\)", expr)[0].replace(" ", "").split(","))
+                assert grouped - {"le"} <= gateway_exposition[selector.name], expr
+
+
+def test_a_misnamed_metric_or_a_broken_expression_is_caught(
+    gateway_exposition: dict[str, set[str]],
+) -> None:
+    known = set(gateway_exposition) | DOCUMENTED
+    for typo in (
+        "sum(rate(gateway_request_total[5m]))",
+        "DCGM_FI_DEV_GPU_UTILIZATION",
+        "rate(:tensorflow:serving:request_latency[5m])",  # a histogram has no plain series
+    ):
+        assert not metric_names(typo) <= known, typo
+    with pytest.raises(ValueError, match="unclosed left parenthesis"):
+        promql_parser.parse("sum(rate(gateway_requests_total[5m])")
+
+
+def test_the_dashboard_matches_grafanas_schema() -> None:
+    try:
+        assert crd_validation.validate_dashboard(_dashboard()) == []
+        broken = _dashboard()
+        broken["panels"][1]["titel"] = broken["panels"][1].pop("title")
+        assert any("titel" in p for p in crd_validation.validate_dashboard(broken))
+    except crd_validation.SchemaToolsMissing as exc:
+        pytest.fail(str(exc))
+
+
+def test_the_dashboard_shows_what_operators_need() -> None:
+    used = set().union(*(metric_names(e) for e in dashboard_exprs()))
+    assert used >= {
+        "gateway_requests_total",  # requests/s by endpoint
+        "gateway_request_duration_seconds_bucket",  # p50/p99 by endpoint
+        "gateway_errors_total",  # errors by code
+        "gateway_stage_duration_seconds_bucket",  # download, preprocess, inference
+        ":tensorflow:serving:request_latency_bucket",
+        ":tensorflow:serving:batching_session:processed_batch_size_bucket",
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
+        "kube_deployment_status_replicas_available",  # pods per tier
+    }
+    text = DASHBOARD.read_text()
+    assert f'namespace=\\"{SERVING_NAMESPACE}\\"' in text
+
+
+def test_alerts_cover_errors_latency_readiness_and_gpu_memory(stacks: dict[str, StackRun]) -> None:
+    rule = stacks["prod"].one(
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule", "clothing-serving"
+    )
+    alerts = {r["alert"] for g in rule.inputs["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {
+        "GatewayErrors", "GatewayLatencyHigh", "TFServingNotReady", "GPUMemoryNearlyFull",
+    }  # fmt: skip
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    for alert in alerts:
+        assert f"#### {alert}\n" in runbook, alert
+
+
+def test_tf_serving_scales_on_its_gpus_and_the_gateway_on_cpu(
+    stacks: dict[str, StackRun],
+) -> None:
+    for run in stacks.values():
+        tf = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", TF_SERVING.name)
+        [metric] = tf.inputs["spec"]["metrics"]
+        assert metric["type"] == "Pods"
+        assert metric["pods"]["metric"]["name"] == GPU_UTILISATION_METRIC
+        target = run.config.get("clothing-serving:monitoring", {}).get("targetGpuPercent", 60)
+        assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": str(target)}
+        gateway = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", GATEWAY.name)
+        [cpu] = gateway.inputs["spec"]["metrics"]
+        assert cpu["resource"]["name"] == "cpu"
+    [rule] = adapter_values()["rules"]["custom"]
+    assert rule["name"]["as"] == GPU_UTILISATION_METRIC
+
+
+def test_prometheus_reaches_exactly_the_metrics_ports(stacks: dict[str, StackRun]) -> None:
+    run = stacks["prod"]
+    policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "metrics-from-monitoring")
+    [rule] = policy.inputs["spec"]["ingress"]
+    [source] = rule["from"]
+    assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+    assert {p["port"] for p in rule["ports"]} == {METRICS_PORT, REST_PORT}
+    monitors = {
+        m.inputs["metadata"]["name"]: m.inputs["spec"]
+        for m in run.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor")
+    }
+    assert monitors["gateway"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert monitors["tf-serving"]["podMetricsEndpoints"][0] == {
+        "port": "http", "path": "/monitoring/prometheus/metrics", "interval": "15s",
+    }  # fmt: skip
+    for spec in monitors.values():
+        assert spec["namespaceSelector"] == {"matchNames": [SERVING_NAMESPACE]}
+
+
+def test_the_charts_are_pinned_and_placed_on_the_cpu_pool(stacks: dict[str, StackRun]) -> None:
+    releases = {
+        r.inputs["name"]: r.inputs for r in stacks["prod"].of_type("kubernetes:helm.sh/v3:Release")
+    }
+    assert releases["kps"]["chart"] == "kube-prometheus-stack"
+    assert releases["kps"]["version"] == "88.5.3"
+    assert releases["dcgm-exporter"]["version"] == "4.8.2"
+    assert releases["prometheus-adapter"]["version"] == "5.3.0"
+    values = releases["kps"]["values"]
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["podMonitorSelectorNilUsesHelmValues"] is False
+    assert spec["ruleSelectorNilUsesHelmValues"] is False
+    assert spec["podMetadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    assert releases["dcgm-exporter"]["values"]["serviceMonitor"]["honorLabels"] is True
+    # Helm merges maps: the chart's SYS_ADMIN goes only if the list is given, empty
+    capabilities = releases["dcgm-exporter"]["values"]["securityContext"]["capabilities"]
+    assert capabilities == {"add": [], "drop": ["ALL"]}
+
+
+def test_the_charts_request_what_the_capacity_check_counts() -> None:
+    """infra.capacity sizes the CPU pool for MONITORING_PODS: the values ask for exactly
+    that (each pod's main container plus its config reloader, where it has one)."""
+    values = stack_values(MonitoringSpec(retention_days=7, gpus=True), "password")
+
+    def requests(resources: dict[str, Any], sidecars: Resources = NOTHING) -> Resources:
+        cpu = int(resources["requests"]["cpu"].removesuffix("m"))
+        memory = int(resources["requests"]["memory"].removesuffix("Mi"))
+        return Resources(cpu + sidecars.cpu_m, memory + sidecars.memory_mib)
+
+    asked = {
+        "prometheus": requests(
+            values["prometheus"]["prometheusSpec"]["resources"], CONFIG_RELOADER
+        ),
+        "alertmanager": requests(
+            values["alertmanager"]["alertmanagerSpec"]["resources"], CONFIG_RELOADER
+        ),
+        "grafana": requests(values["grafana"]["resources"]),
+        "prometheus-operator": requests(values["prometheusOperator"]["resources"]),
+        "kube-state-metrics": requests(values["kube-state-metrics"]["resources"]),
+        "prometheus-adapter": requests(adapter_values()["resources"]),
+    }
+    assert asked == {pod.name: pod.requests for pod in MONITORING_PODS}
+
+
+def test_monitoring_can_be_switched_off(export_dir: Path) -> None:
+    config = with_export("dev", export_dir)
+    config["clothing-serving:monitoring"] = {"enabled": False}
+    run = run_stack("dev", config)
+    assert not run.of_type("kubernetes:helm.sh/v3:Release") or all(
+        r.inputs["name"] != "kps" for r in run.of_type("kubernetes:helm.sh/v3:Release")
+    )
+    assert not run.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor")
+    tf = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", TF_SERVING.name)
+    [metric] = tf.inputs["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"  # the fallback: CPU
+    policies = {
+        p.inputs["metadata"]["name"]
+        for p in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    }
+    assert "metrics-from-monitoring" not in policies
