@@ -45,12 +45,17 @@ def run_load(
     max_seconds: float = 300.0,
     path: str = "/predict",
     timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """POST ``body_for(i)`` as JSON for i in range(requests); stops early at max_seconds."""
+    """POST ``body_for(i)`` as JSON for i in range(requests), with ``headers`` (an API key,
+    say), to an http:// or https:// ``base_url``; stops early at max_seconds."""
     parts = urlsplit(base_url)
+    sent = {"Content-Type": "application/json", **(headers or {})}
 
     def connect() -> http.client.HTTPConnection:
         host = parts.hostname or "127.0.0.1"
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(host, parts.port, timeout=timeout_s)
         return http.client.HTTPConnection(host, parts.port, timeout=timeout_s)
 
     result = LoadResult()
@@ -68,7 +73,7 @@ def run_load(
             payload = json.dumps(body_for(i)).encode()
             started = time.perf_counter()
             try:
-                conn.request("POST", path, payload, {"Content-Type": "application/json"})
+                conn.request("POST", path, payload, sent)
                 response = conn.getresponse()
                 response.read()
                 status = response.status
