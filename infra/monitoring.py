@@ -43,6 +43,9 @@ DASHBOARD = Path(__file__).resolve().parent / "dashboards" / "clothing-serving.j
 # The custom metric TF Serving's HPA reads: its pods' GPU utilisation (%), from DCGM.
 GPU_UTILISATION_METRIC = "gpu_utilization"
 TF_SERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
+# Prometheus's history, on its node's disk (cpuNodes.diskSizeGb, 50 GB by default)
+PROMETHEUS_RETENTION_SIZE = "12GB"
+PROMETHEUS_DISK = "16Gi"
 # Prometheus's pod keeps its history on its node (emptyDir): Karpenter must not move it to
 # consolidate nodes.
 DO_NOT_DISRUPT = {"karpenter.sh/do-not-disrupt": "true"}
@@ -103,6 +106,9 @@ def stack_values(spec: MonitoringSpec, grafana_password: pulumi.Input[str]) -> d
             "prometheusSpec": {
                 **on_cpu,
                 "retention": f"{spec.retention_days}d",
+                # within the node's disk, whatever the retention: oldest blocks go first
+                "retentionSize": PROMETHEUS_RETENTION_SIZE,
+                "storageSpec": {"emptyDir": {"sizeLimit": PROMETHEUS_DISK}},
                 "resources": _pod("prometheus", CONFIG_RELOADER),
                 "podMetadata": {"annotations": DO_NOT_DISRUPT},
                 "podMonitorSelectorNilUsesHelmValues": False,
@@ -159,10 +165,27 @@ def adapter_values() -> dict[str, Any]:
     }
 
 
+# What dcgm-exporter collects (its chart mounts this over its default-counters.csv): the
+# device counters the dashboard, the alerts and the autoscaler read, and a few for
+# diagnosis. None of the DCGM_FI_PROF_* profiling counters the chart's own list adds:
+# they need SYS_ADMIN, and without it the exporter may exit instead of skipping them.
+DCGM_COUNTERS = """\
+# DCGM field, Prometheus type, help
+DCGM_FI_DEV_GPU_UTIL, gauge, GPU utilization (in %).
+DCGM_FI_DEV_MEM_COPY_UTIL, gauge, Memory utilization (in %).
+DCGM_FI_DEV_FB_FREE, gauge, Framebuffer memory free (in MiB).
+DCGM_FI_DEV_FB_USED, gauge, Framebuffer memory used (in MiB).
+DCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C).
+DCGM_FI_DEV_POWER_USAGE, gauge, Power draw (in W).
+DCGM_FI_DEV_XID_ERRORS, gauge, Value of the last XID error encountered.
+"""
+
+
 def dcgm_values() -> dict[str, Any]:
-    """NVIDIA's DCGM exporter on the GPU nodes, with its default counters (utilisation and
-    memory among them; no profiling counters, so no SYS_ADMIN)."""
+    """NVIDIA's DCGM exporter on the GPU nodes, with ``DCGM_COUNTERS`` (no profiling
+    counters, so no SYS_ADMIN)."""
     return {
+        "customMetrics": DCGM_COUNTERS,
         "nodeSelector": GPU_LABELS,
         "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
         "resources": _resources(DCGM_EXPORTER.requests, 512),
@@ -184,7 +207,10 @@ def dcgm_values() -> dict[str, Any]:
 def _pod_monitor(
     resource_name: str, app: App, port: str, path: str, namespace: str, opts: pulumi.ResourceOptions
 ) -> k8s.apiextensions.CustomResource:
-    """Prometheus scrapes ``app``'s pods in ``namespace`` on their ``port``."""
+    """Prometheus scrapes ``app``'s pods in ``namespace`` on their ``port``. The series keep
+    their own labels where a target label has the same name: the operator labels every
+    target with ``endpoint`` (the port's name), and the gateway's metrics have an
+    ``endpoint`` label of their own, the route (which would become ``exported_endpoint``)."""
     return k8s.apiextensions.CustomResource(
         resource_name,
         api_version="monitoring.coreos.com/v1",
@@ -193,7 +219,9 @@ def _pod_monitor(
         spec={
             "selector": {"matchLabels": app.labels},
             "namespaceSelector": {"matchNames": [namespace]},
-            "podMetricsEndpoints": [{"port": port, "path": path, "interval": "15s"}],
+            "podMetricsEndpoints": [
+                {"port": port, "path": path, "interval": "15s", "honorLabels": True}
+            ],
         },
         opts=opts,
     )

@@ -172,10 +172,15 @@ def tf_serving_pod(
 ) -> core.PodSpecArgs:
     tmp_vol, tmp_mount = tmp_volume()
     probe = model_available_probe(model_name)
+    # TensorFlow takes nearly all of a GPU's memory up front unless told to grow as needed:
+    # then the memory used is what the model and its batches use, which the GPU memory
+    # alert watches (infra/alerts.py).
+    env = [core.EnvVarArgs(name="TF_FORCE_GPU_ALLOW_GROWTH", value="true")] if on_gpu else None
     container = core.ContainerArgs(
         name=TF_SERVING.name,
         image=image,
         image_pull_policy="Always",
+        env=env,
         ports=[
             core.ContainerPortArgs(name="grpc", container_port=GRPC_PORT),
             core.ContainerPortArgs(name="http", container_port=REST_PORT),

@@ -23,7 +23,6 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from infra.capacity import MONITORING_PODS, NOTHING, Resources
 from infra.monitoring import (
-    CONFIG_RELOADER,
     DASHBOARD,
     GPU_UTILISATION_METRIC,
     NAMESPACE,
@@ -56,17 +55,51 @@ TF_SERVING_HISTOGRAMS = {
     ":tensorflow:serving:batching_session:input_batch_size",
     ":tensorflow:serving:batching_session:processed_batch_size",
 }
-# NVIDIA/dcgm-exporter 4.8.2 (the chart this project pins runs it with -f
-# /etc/dcgm-exporter/default-counters.csv): etc/default-counters.csv.
-DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
-# kube-state-metrics, docs/metrics/workload/deployment-metrics.md (both STABLE).
+# NVIDIA/dcgm-exporter 4.8.2: the device counters of its etc/default-counters.csv (the
+# chart's deployment/templates/metrics-configmap.yaml lists the same, which
+# infra.monitoring.DCGM_COUNTERS replaces by a subset), with the labels its
+# internal/pkg/transformation/const.go adds when it maps GPUs to pods (pod, namespace,
+# container) beside its own (gpu, UUID, device, modelName, Hostname).
+DCGM = {
+    "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_XID_ERRORS",
+}  # fmt: skip
+DCGM_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname", "pod", "namespace", "container"}
+# kube-state-metrics, docs/metrics/workload/deployment-metrics.md (both STABLE), labelled
+# namespace and deployment.
 KUBE_STATE_METRICS = {"kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+# The labels of TF Serving's series (util.cc and batching_session.cc, above).
+TF_SERVING_LABELS = {
+    ":tensorflow:serving:request_count": {"model_name", "status"},
+    ":tensorflow:serving:request_latency": {"model_name", "API", "entrypoint"},
+    ":tensorflow:serving:runtime_latency": {"model_name", "API", "runtime"},
+    ":tensorflow:serving:batching_session:queuing_latency": {"thread_pool_name"},
+    ":tensorflow:serving:batching_session:input_batch_size": set(),
+    ":tensorflow:serving:batching_session:processed_batch_size": set(),
+}
+# What Prometheus adds to every series it scrapes through a PodMonitor (the operator's
+# relabelling: job, instance, namespace, pod, container, endpoint = the port's name).
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint"}
 DOCUMENTED = (
     TF_SERVING_COUNTERS
     | {f"{h}{suffix}" for h in TF_SERVING_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
     | DCGM
     | KUBE_STATE_METRICS
 )
+
+
+def documented_labels(name: str) -> set[str]:
+    """The labels a documented series carries once scraped."""
+    if name in DCGM:
+        return DCGM_LABELS | TARGET_LABELS
+    if name in KUBE_STATE_METRICS:
+        return {"namespace", "deployment"} | TARGET_LABELS
+    base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in TF_SERVING_COUNTERS else name
+    labels = TF_SERVING_LABELS[base] | TARGET_LABELS
+    return labels | {"le"} if name.endswith("_bucket") else labels
+
+
 KEY = "monitoring-test-key-" + "m" * 20
 
 
@@ -180,14 +213,51 @@ def test_every_expression_parses_and_names_metrics_that_exist(
     }
 
 
-def test_the_labels_read_from_the_gateways_metrics_exist(
+def _labels_used(node: Any) -> Iterator[tuple[set[str], set[str]]]:
+    """(labels an expression reads, the metrics they must be on): each selector's matchers
+    on its metric, and each aggregation's grouping on the metrics under it."""
+    if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+        yield set(node.modifier.labels), {s.name for s in _selectors(node.expr)}
+    if isinstance(node, promql_parser.VectorSelector | promql_parser.MatrixSelector):
+        selector = node if isinstance(node, promql_parser.VectorSelector) else node.vector_selector
+        yield {m.name for m in selector.matchers.matchers}, {str(selector.name)}
+        return
+    for child in ("expr", "lhs", "rhs"):
+        if hasattr(node, child):
+            yield from _labels_used(getattr(node, child))
+    for arg in getattr(node, "args", None) or []:
+        yield from _labels_used(arg)
+
+
+def test_every_label_read_exists_on_its_metrics(
+    stacks: dict[str, StackRun], gateway_exposition: dict[str, set[str]]
+) -> None:
+    def labels_of(name: str) -> set[str]:
+        if name in gateway_exposition:  # honorLabels: the gateway's own win over the target's
+            return gateway_exposition[name] | TARGET_LABELS
+        return documented_labels(name)
+
+    checked = 0
+    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + adapter_exprs():
+        for labels, metrics in _labels_used(promql_parser.parse(expr)):
+            for metric in metrics:
+                assert labels <= labels_of(metric) | {"le"}, (expr, metric, labels)
+                checked += len(labels)
+    assert checked > 30
+    # and the check can fail
+    [(labels, _)] = [
+        used for used in _labels_used(promql_parser.parse('DCGM_FI_DEV_GPU_UTIL{exported_pod="x"}'))
+    ]
+    assert not labels <= documented_labels("DCGM_FI_DEV_GPU_UTIL")
+
+
+def test_the_gateways_labels_leave_the_targets_alone(
     gateway_exposition: dict[str, set[str]],
 ) -> None:
-    for expr in dashboard_exprs():
-        for selector in _selectors(promql_parser.parse(expr)):
-            if selector.name.startswith("gateway_"):
-                grouped = set(re.findall(r"by \(([^)]*)\)", expr)[0].replace(" ", "").split(","))
-                assert grouped - {"le"} <= gateway_exposition[selector.name], expr
+    """The gateway PodMonitor honours the series' labels, for its `endpoint`; no other
+    label of the gateway may then stand in for the target's pod, namespace or job."""
+    mine = set().union(*gateway_exposition.values())
+    assert mine & TARGET_LABELS == {"endpoint"}
 
 
 def test_a_misnamed_metric_or_a_broken_expression_is_caught(
@@ -275,7 +345,11 @@ def test_prometheus_reaches_exactly_the_metrics_ports(stacks: dict[str, StackRun
     assert monitors["gateway"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert monitors["tf-serving"]["podMetricsEndpoints"][0] == {
         "port": "http", "path": "/monitoring/prometheus/metrics", "interval": "15s",
+        "honorLabels": True,
     }  # fmt: skip
+    # the operator labels each target `endpoint` (the port's name); the gateway's series
+    # have their own `endpoint` (the route), which the dashboard and rules group by
+    assert monitors["gateway"]["podMetricsEndpoints"][0]["honorLabels"] is True
     for spec in monitors.values():
         assert spec["namespaceSelector"] == {"matchNames": [SERVING_NAMESPACE]}
 
@@ -297,6 +371,19 @@ def test_the_charts_are_pinned_and_placed_on_the_cpu_pool(stacks: dict[str, Stac
     # Helm merges maps: the chart's SYS_ADMIN goes only if the list is given, empty
     capabilities = releases["dcgm-exporter"]["values"]["securityContext"]["capabilities"]
     assert capabilities == {"add": [], "drop": ["ALL"]}
+    counters = releases["dcgm-exporter"]["values"]["customMetrics"]
+    named = {line.split(",")[0] for line in counters.splitlines() if not line.startswith("#")}
+    assert named <= DCGM and "DCGM_FI_PROF" not in counters
+    assert spec["retentionSize"] == "12GB"
+    assert spec["storageSpec"] == {"emptyDir": {"sizeLimit": "16Gi"}}
+
+
+def test_tensorflow_takes_gpu_memory_as_it_needs_it(stacks: dict[str, StackRun]) -> None:
+    """Otherwise it holds nearly all of it from the start, and the GPU memory alert would
+    always fire."""
+    pod = stacks["prod"].one("kubernetes:apps/v1:Deployment", TF_SERVING.name).inputs
+    [container] = pod["spec"]["template"]["spec"]["containers"]
+    assert {"name": "TF_FORCE_GPU_ALLOW_GROWTH", "value": "true"} in container["env"]
 
 
 def test_the_charts_request_what_the_capacity_check_counts() -> None:
@@ -309,13 +396,10 @@ def test_the_charts_request_what_the_capacity_check_counts() -> None:
         memory = int(resources["requests"]["memory"].removesuffix("Mi"))
         return Resources(cpu + sidecars.cpu_m, memory + sidecars.memory_mib)
 
+    reloader = requests(values["prometheusOperator"]["prometheusConfigReloader"]["resources"])
     asked = {
-        "prometheus": requests(
-            values["prometheus"]["prometheusSpec"]["resources"], CONFIG_RELOADER
-        ),
-        "alertmanager": requests(
-            values["alertmanager"]["alertmanagerSpec"]["resources"], CONFIG_RELOADER
-        ),
+        "prometheus": requests(values["prometheus"]["prometheusSpec"]["resources"], reloader),
+        "alertmanager": requests(values["alertmanager"]["alertmanagerSpec"]["resources"], reloader),
         "grafana": requests(values["grafana"]["resources"]),
         "prometheus-operator": requests(values["prometheusOperator"]["resources"]),
         "kube-state-metrics": requests(values["kube-state-metrics"]["resources"]),

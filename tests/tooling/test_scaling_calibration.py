@@ -15,13 +15,15 @@ import promql_parser
 import pytest
 
 from bench.loadgen import LoadResult
-from bench.scaling_calibration import Step, calibrate, recommended_target
+from bench.scaling_calibration import Step, calibrate, gpu_utilisation, recommended_target
 from tests.gateway.conftest import TEST_ENV
 from tests.support.fake_model_server import FakeModel
 from tests.support.gateway_process import gunicorn_gateway
 from tests.support.image_host import ImageHost
 
-PREDICTS_PER_SECOND_AT_FULL_GPU = 200.0
+# Far above what this machine's gateway can send, so utilisation tracks the load and never
+# saturates in the test.
+PREDICTS_PER_SECOND_AT_FULL_GPU = 5000.0
 
 
 class _Prometheus(BaseHTTPRequestHandler):
@@ -42,15 +44,14 @@ class _Prometheus(BaseHTTPRequestHandler):
         expr = query["query"][0]
         promql_parser.parse(expr)  # real Prometheus refuses what does not parse
         self.server.queries.append(expr)
-        value = self.server.utilisation(float(query["time"][0]))
+        at = float(query["time"][0])
+        result = (
+            []
+            if self.server.empty
+            else [{"metric": {}, "value": [at, str(self.server.utilisation(at))]}]
+        )
         body = json.dumps(
-            {
-                "status": "success",
-                "data": {
-                    "resultType": "vector",
-                    "result": [{"metric": {}, "value": [time.time(), str(value)]}],
-                },
-            }
+            {"status": "success", "data": {"resultType": "vector", "result": result}}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -64,6 +65,7 @@ class PrometheusStandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Prometheus)
         self.model = model
         self.queries: list[str] = []
+        self.empty = False  # answer as for a series Prometheus does not have
         self.marks: list[tuple[float, int]] = [(time.time(), 0)]
 
     def utilisation(self, at: float) -> float:
@@ -95,9 +97,9 @@ def test_calibration_reads_the_utilisation_each_load_step_causes(
     env = {**TEST_ENV, "TF_SERVING_HOST": f"127.0.0.1:{port}"}
     with gunicorn_gateway(env, workers=1, threads=8) as (base, _):
         steps = calibrate(
-            base, url, [1, 8], seconds=2, images=[image_host.url("/images/hat.jpg")], headers={}
+            base, url, [1, 16], seconds=2, images=[image_host.url("/images/hat.jpg")], headers={}
         )
-    assert [s.concurrency for s in steps] == [1, 8]
+    assert [s.concurrency for s in steps] == [1, 16]
     assert all(s.load.count > 0 and s.load.errors == 0 for s in steps)
     # more load, more of the GPU
     assert 0 < steps[0].gpu_percent < steps[1].gpu_percent
@@ -105,6 +107,16 @@ def test_calibration_reads_the_utilisation_each_load_step_causes(
     utilisation, target = recommended_target(steps, 2.5, 0.05, 8)
     assert utilisation == steps[1].gpu_percent
     assert target == max(20, int(utilisation / 1.4))
+
+
+def test_an_empty_answer_means_the_gpu_is_not_scraped(
+    prometheus: tuple[str, PrometheusStandIn],
+) -> None:
+    """What Prometheus answers for a series it does not have: success, no samples."""
+    url, stand_in = prometheus
+    stand_in.empty = True
+    with pytest.raises(RuntimeError, match="is DCGM scraped"):
+        gpu_utilisation(url, 60, time.time())
 
 
 def _step(gpu: float, p99_ms: float, errors: int = 0) -> Step:
@@ -116,6 +128,10 @@ def _step(gpu: float, p99_ms: float, errors: int = 0) -> Step:
 
 def test_the_target_is_the_utilisation_that_held_less_the_growth() -> None:
     steps = [_step(30, 200), _step(70, 900), _step(85, 1900), _step(95, 4000), _step(99, 800, 3)]
+    refused = _step(97, 50)
+    refused.load.statuses.clear()
+    refused.load.statuses[401] = 100  # a wrong API key: fast, and nothing to do with the GPU
+    steps.append(refused)
     assert recommended_target(steps, 2.5, 0.05, 8) == (85, 60)  # 85 / 1.4 = 60.7
     assert recommended_target(steps, 2.5, 0.0, 8) == (85, 85)
     assert recommended_target(steps, 0.5, 0.5, 8)[1] == 20  # never below 20
