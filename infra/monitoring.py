@@ -34,11 +34,21 @@ NAMESPACE = "monitoring"
 RELEASE = "kps"  # kube-prometheus-stack's release name (its objects are named after it)
 PROMETHEUS_URL = f"http://{RELEASE}-prometheus.{NAMESPACE}.svc"
 PROMETHEUS_PORT = 9090
-KUBE_PROMETHEUS_STACK = ("kube-prometheus-stack", "88.5.3")
-PROMETHEUS_ADAPTER = ("prometheus-adapter", "5.3.0")
 PROMETHEUS_CHARTS = "https://prometheus-community.github.io/helm-charts"
-DCGM_EXPORTER_CHART = ("dcgm-exporter", "4.8.2")
-DCGM_CHARTS = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    version: str
+    repo: str
+
+
+KUBE_PROMETHEUS_STACK = Chart("kube-prometheus-stack", "88.5.3", PROMETHEUS_CHARTS)
+PROMETHEUS_ADAPTER = Chart("prometheus-adapter", "5.3.0", PROMETHEUS_CHARTS)
+DCGM_EXPORTER_CHART = Chart(
+    "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts"
+)
 DASHBOARD = Path(__file__).resolve().parent / "dashboards" / "clothing-serving.json"
 # The custom metric TF Serving's HPA reads: its pods' GPU utilisation (%), from DCGM.
 GPU_UTILISATION_METRIC = "gpu_utilization"
@@ -227,6 +237,29 @@ def _pod_monitor(
     )
 
 
+def _release(
+    resource_name: str,
+    release_name: str,
+    chart: Chart,
+    values: dict[str, Any],
+    opts: pulumi.ResourceOptions,
+    timeout_s: int | None = None,
+) -> k8s.helm.v3.Release:
+    """``chart`` installed in the monitoring namespace as ``release_name`` (``timeout_s``:
+    how long to wait for its resources; Helm's own 300 s when None)."""
+    return k8s.helm.v3.Release(
+        resource_name,
+        name=release_name,
+        namespace=NAMESPACE,
+        chart=chart.name,
+        version=chart.version,
+        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+        values=values,
+        timeout=timeout_s,
+        opts=opts,
+    )
+
+
 class Monitoring(pulumi.ComponentResource):
     def __init__(
         self,
@@ -263,49 +296,36 @@ class Monitoring(pulumi.ComponentResource):
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        chart, version = KUBE_PROMETHEUS_STACK
-        self.stack = k8s.helm.v3.Release(
+        self.stack = _release(
             f"{name}-stack",
-            name=RELEASE,
-            namespace=NAMESPACE,
-            chart=chart,
-            version=version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=PROMETHEUS_CHARTS),
-            values=stack_values(spec, self.grafana_password.result),
-            timeout=900,
-            opts=in_namespace,
+            RELEASE,
+            KUBE_PROMETHEUS_STACK,
+            stack_values(spec, self.grafana_password.result),
+            in_namespace,
+            timeout_s=900,
         )
         after_stack = pulumi.ResourceOptions.merge(
             in_namespace, pulumi.ResourceOptions(depends_on=[self.stack])
         )
         self.releases = [self.stack]
         if spec.gpus:
-            chart, version = DCGM_EXPORTER_CHART
-            self.releases.append(
-                k8s.helm.v3.Release(
+            # after the stack: their ServiceMonitor and APIService need its CRDs and Prometheus
+            self.releases += [
+                _release(
                     f"{name}-dcgm-exporter",
-                    name="dcgm-exporter",
-                    namespace=NAMESPACE,
-                    chart=chart,
-                    version=version,
-                    repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=DCGM_CHARTS),
-                    values=dcgm_values(),
-                    opts=after_stack,  # its ServiceMonitor needs the operator's CRDs
-                )
-            )
-            chart, version = PROMETHEUS_ADAPTER
-            self.releases.append(
-                k8s.helm.v3.Release(
+                    "dcgm-exporter",
+                    DCGM_EXPORTER_CHART,
+                    dcgm_values(),
+                    after_stack,
+                ),
+                _release(
                     f"{name}-adapter",
-                    name="prometheus-adapter",
-                    namespace=NAMESPACE,
-                    chart=chart,
-                    version=version,
-                    repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=PROMETHEUS_CHARTS),
-                    values=adapter_values(),
-                    opts=after_stack,
-                )
-            )
+                    "prometheus-adapter",
+                    PROMETHEUS_ADAPTER,
+                    adapter_values(),
+                    after_stack,
+                ),
+            ]
         self.monitors = [
             _pod_monitor(
                 f"{name}-{app.name}-monitor", app, port, path, serving_namespace, after_stack

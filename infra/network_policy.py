@@ -21,25 +21,25 @@ net = k8s.networking.v1
 meta = k8s.meta.v1
 
 
+def _selecting(app: App) -> meta.LabelSelectorArgs:
+    return meta.LabelSelectorArgs(match_labels=app.labels)
+
+
 def _allow_ingress(
     name: str,
     namespace: pulumi.Input[str],
-    app: App,
+    pods: meta.LabelSelectorArgs,
     ports: list[int],
-    source: App | None,
+    peers: list[net.NetworkPolicyPeerArgs] | None,
     opts: pulumi.ResourceOptions,
+    labels: dict[str, str] | None = None,
 ) -> k8s.networking.v1.NetworkPolicy:
-    """Let traffic reach ``app`` on ``ports``: from ``source``'s pods, or from anywhere."""
-    peers = (
-        [net.NetworkPolicyPeerArgs(pod_selector=meta.LabelSelectorArgs(match_labels=source.labels))]
-        if source
-        else None
-    )
+    """Let traffic reach ``pods`` on ``ports``: from ``peers``, or from anywhere."""
     return net.NetworkPolicy(
         name,
-        metadata=meta.ObjectMetaArgs(name=name, namespace=namespace, labels=app.labels),
+        metadata=meta.ObjectMetaArgs(name=name, namespace=namespace, labels=labels),
         spec=net.NetworkPolicySpecArgs(
-            pod_selector=meta.LabelSelectorArgs(match_labels=app.labels),
+            pod_selector=pods,
             policy_types=["Ingress"],
             ingress=[
                 net.NetworkPolicyIngressRuleArgs(
@@ -57,35 +57,20 @@ def _allow_scrapes(
 ) -> k8s.networking.v1.NetworkPolicy:
     """Prometheus (any pod of the ``monitoring`` namespace) may read the gateway's metrics
     port and TF Serving's REST port (its metrics path)."""
-    name = "metrics-from-monitoring"
-    source = net.NetworkPolicyPeerArgs(
+    both = meta.LabelSelectorArgs(
+        match_expressions=[
+            meta.LabelSelectorRequirementArgs(
+                key=APP_LABEL, operator="In", values=[GATEWAY.name, TF_SERVING.name]
+            )
+        ]
+    )
+    prometheus = net.NetworkPolicyPeerArgs(
         namespace_selector=meta.LabelSelectorArgs(
             match_labels={"kubernetes.io/metadata.name": monitoring}
         )
     )
-    return net.NetworkPolicy(
-        name,
-        metadata=meta.ObjectMetaArgs(name=name, namespace=namespace),
-        spec=net.NetworkPolicySpecArgs(
-            pod_selector=meta.LabelSelectorArgs(
-                match_expressions=[
-                    meta.LabelSelectorRequirementArgs(
-                        key=APP_LABEL, operator="In", values=[GATEWAY.name, TF_SERVING.name]
-                    )
-                ]
-            ),
-            policy_types=["Ingress"],
-            ingress=[
-                net.NetworkPolicyIngressRuleArgs(
-                    from_=[source],
-                    ports=[
-                        net.NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP"),
-                        net.NetworkPolicyPortArgs(port=REST_PORT, protocol="TCP"),
-                    ],
-                )
-            ],
-        ),
-        opts=opts,
+    return _allow_ingress(
+        "metrics-from-monitoring", namespace, both, [METRICS_PORT, REST_PORT], [prometheus], opts
     )
 
 
@@ -111,14 +96,21 @@ def network_policies(
         *scrapes,
         deny_all,
         _allow_ingress(
-            "tf-serving-from-gateway", namespace, TF_SERVING, [GRPC_PORT, REST_PORT], GATEWAY, opts
+            "tf-serving-from-gateway",
+            namespace,
+            _selecting(TF_SERVING),
+            [GRPC_PORT, REST_PORT],
+            [net.NetworkPolicyPeerArgs(pod_selector=_selecting(GATEWAY))],
+            opts,
+            labels=TF_SERVING.labels,
         ),
         _allow_ingress(
             "gateway-from-load-balancer",
             namespace,
-            GATEWAY,
+            _selecting(GATEWAY),
             sorted({GATEWAY_PORT, redirect_port}),
             None,
             opts,
+            labels=GATEWAY.labels,
         ),
     ]
