@@ -115,9 +115,9 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     if monitoring:  # its own nodes, an upper bound: it may share the gateway's
         pool = cfg.cpu_nodes
         cost, nodes, name = min(
-            (monitoring_nodes(t) * _node_hour(t, pool.disk_size_gb), monitoring_nodes(t), t.name)
+            (nodes * _node_hour(t, pool.disk_size_gb), nodes, t.name)
             for t in pool.types
-            if monitoring_nodes(t)
+            if (nodes := monitoring_nodes(t))
         )
         serving_min.append((f"monitoring nodes {nodes} x {name}", cost))
     cpu_label, cpu_cost = _at_limit_cpu(cfg)

@@ -38,7 +38,7 @@ def nginx_servers(upstream_port: int, **timeouts: str) -> Iterator[dict[int, str
         # Run as root (as CI does), nginx's workers drop to `nobody`: they must reach the
         # temp paths under this directory to spill request bodies there.
         os.chmod(work, 0o755)
-        text = CONFIG.read_text()
+        original = CONFIG.read_text()
         servers: dict[int, str] = {}
 
         def listen_here(match: re.Match[str]) -> str:
@@ -46,7 +46,7 @@ def nginx_servers(upstream_port: int, **timeouts: str) -> Iterator[dict[int, str
             servers[int(match.group(1))] = f"http://127.0.0.1:{port}"
             return f"listen 127.0.0.1:{port}{match.group(2)};"
 
-        text = re.sub(r"listen (\d+)((?: default_server)?);", listen_here, text)
+        text = re.sub(r"listen (\d+)((?: default_server)?);", listen_here, original)
         text = _replace_once(
             text, r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream_port};"
         )
@@ -62,7 +62,7 @@ def nginx_servers(upstream_port: int, **timeouts: str) -> Iterator[dict[int, str
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-        [main] = re.findall(r"listen (\d+) default_server;", CONFIG.read_text())
+        [main] = re.findall(r"listen (\d+) default_server;", original)
         try:
             try:
                 wait_until_serving(servers[int(main)] + "/nginx-healthz", process, timeout_s=10)
