@@ -24,6 +24,7 @@ from flask import (
 )
 from werkzeug.exceptions import NotFound
 
+from gateway.decode_memory import MIB
 from gateway.errors import ERRORS
 from gateway.runtime import current_gateway
 
@@ -93,7 +94,7 @@ def index() -> Response:
         asset_url=asset_url,
         api_keys_on=gateway.api_keys is not None,
         error_words={code: kind.plain for code, kind in ERRORS.items()},
-        max_image_mib=settings.fetch.max_bytes / (1024 * 1024),
+        max_image_mib=settings.fetch.max_bytes / MIB,
         max_image_bytes=settings.fetch.max_bytes,
     )
     response = make_response(html)
