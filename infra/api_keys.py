@@ -5,7 +5,7 @@ Keys are set one per id, as secrets, so ``Pulumi.<stack>.yaml`` holds them encry
     pulumi config set --secret --path 'clothing-serving:apiKeys.ci' "$(openssl rand -base64 32)"
 
 The program hashes them here: the Kubernetes Secret, and so the cluster and every pod,
-only ever hold SHA-256 digests under the key ids (``gateway.api_keys``). Two ids valid at
+only ever hold SHA-256 digests under the key ids (``serving_contract.api_keys``). Two ids valid at
 once is how a key is rotated: add the new one, move the clients, remove the old one.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.api_keys import KEY, KEY_ID, KEY_RULE, digest
 from infra.config import PROJECT, ConfigError, stack_file
+from serving_contract.api_keys import KEY, KEY_ID, KEY_ID_RULE, KEY_RULE, key_line
 
 CONFIG_KEY = f"{PROJECT}:apiKeys"
 HOW_TO_SET = (
@@ -49,10 +49,7 @@ def key_file_text(raw: Any, *, required: bool, plain: list[str]) -> str | None:
     for key_id, key in sorted(raw.items()):
         where = f"{CONFIG_KEY}.{key_id}"
         if not KEY_ID.match(str(key_id)):
-            raise _error(
-                f"{where}: a key id is 1-63 lowercase letters, digits, '-' or '_', starting "
-                "with a letter or digit"
-            )
+            raise _error(f"{where}: a key id is {KEY_ID_RULE}")
         if not isinstance(key, str) or not KEY.match(key):
             raise _error(
                 f"{where}: a key is a random string of {KEY_RULE} (what a Bearer token may "
@@ -61,7 +58,7 @@ def key_file_text(raw: Any, *, required: bool, plain: list[str]) -> str | None:
         if key in seen:
             raise _error(f"{where}: the same key as another id; each id needs its own key")
         seen.add(key)
-        lines.append(f"{key_id} {digest(key)}")
+        lines.append(key_line(key_id, key))
     return "\n".join(lines) + "\n"
 
 

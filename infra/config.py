@@ -31,8 +31,6 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.settings import Settings as GatewaySettings
-from gateway.settings import SettingsError
 from infra.capacity import (
     INSTANCE_TYPES,
     NOTHING,
@@ -47,6 +45,7 @@ from infra.capacity import (
     parse_memory,
 )
 from infra.eks_versions import support_problem
+from serving_contract.gateway_env import MIB, DecodeSizing
 
 PROJECT = "clothing-serving"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -268,11 +267,9 @@ class GatewayScalingConfig(ScalingConfig):
 
     @model_validator(mode="after")
     def _decode_memory(self) -> GatewayScalingConfig:
-        limit = parse_memory(self.memory) * 2**20
-        try:
-            GatewaySettings.from_env({}, memory_limit=lambda: limit)
-        except SettingsError as exc:
-            raise ValueError(f"memory {self.memory} is too little for the gateway: {exc}") from None
+        shortfall = DecodeSizing().shortfall(parse_memory(self.memory) * MIB)
+        if shortfall:
+            raise ValueError(f"memory {self.memory} is too little for the gateway: {shortfall}")
         return self
 
 

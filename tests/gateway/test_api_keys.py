@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.api_keys import KeyDigests, KeyFile, KeyFileError, digest, presented_key
+from gateway.api_keys import KeyDigests, KeyFile, KeyFileError, presented_key
 from gateway.errors import ERRORS
 from gateway.settings import Settings, SettingsError
+from serving_contract.api_keys import digest
 from tests.gateway.conftest import TEST_ENV
 from tests.support.fake_model_server import FakeModel
 from tests.support.gateway_process import gunicorn_gateway

@@ -17,15 +17,10 @@ import pytest
 import requests
 from PIL import Image
 
-from gateway.decode_memory import (
-    MIB,
-    WORKER_BASE_BYTES,
-    MemoryGate,
-    container_memory_limit,
-    image_peak_bytes,
-)
+from gateway.decode_memory import MemoryGate, container_memory_limit
 from gateway.errors import ApiError
 from gateway.settings import Settings, SettingsError
+from serving_contract.gateway_env import MIB, WORKER_BASE_BYTES, image_peak_bytes
 from tests.gateway.conftest import TEST_ENV
 from tests.support.fake_model_server import FakeModel, serve
 from tests.support.gateway_process import gunicorn_gateway

@@ -13,8 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from gateway.contract import PROBABILITIES_OUTPUT
 from model_tools.cli import CLOTHING_CLASSES
+from serving_contract.model import PROBABILITIES_OUTPUT
 from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FIXED_LOGITS, FakeModel
 from tests.support.image_host import FIXTURES, ImageHost

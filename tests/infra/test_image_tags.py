@@ -86,6 +86,8 @@ INSIDE = {
     "gateway": [
         "pyproject.toml",
         "uv.lock",
+        "services/contract/pyproject.toml",
+        "services/contract/src/serving_contract/model.py",
         "services/gateway/pyproject.toml",
         "services/gateway/src/gateway/app.py",
         "services/gateway/src/gateway/openapi.json",

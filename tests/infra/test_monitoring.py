@@ -18,7 +18,6 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.api_keys import digest
 from gateway.app import create_app
 from gateway.settings import Settings
 from infra.capacity import MONITORING_PODS, NOTHING, Resources
@@ -32,6 +31,7 @@ from infra.monitoring import (
 )
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
 from infra.workloads import GATEWAY, METRICS_PORT, REST_PORT, TF_SERVING
+from serving_contract.api_keys import digest
 from tests.gateway.conftest import TEST_ENV
 from tests.infra import crd_validation
 from tests.infra.conftest import with_export

@@ -68,8 +68,8 @@ def test_course_notebook_client_gets_its_answer_from_the_preprocessed_signature(
     import tf_keras
 
     from gateway._proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-    from gateway.contract import PREPROCESSED_SIGNATURE
     from gateway.tensors import fill_image_tensor, to_array
+    from serving_contract.model import PREPROCESSED_SIGNATURE
 
     model = tf_keras.models.load_model(course_h5, compile=False)
     x = course_inputs(tf_keras)[:2]

@@ -29,14 +29,14 @@ from gateway._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from gateway.contract import (
+from model_tools.cli import CLOTHING_CLASSES
+from serving_contract.model import (
     CLASSES_OUTPUT,
     DEFAULT_MODEL_NAME,
     IMAGE_INPUT,
     LOGITS_OUTPUT,
     SIGNATURE,
 )
-from model_tools.cli import CLOTHING_CLASSES
 from tests.support.tf_serving_wire import (
     INIT_OP_KEY,
     WireError,

@@ -42,7 +42,7 @@ from gateway._proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from gateway.contract import DEFAULT_MODEL_NAME, SIGNATURE
+from serving_contract.model import DEFAULT_MODEL_NAME, SIGNATURE
 from tests.support.fake_model_server import ModelStatusServicer
 from tests.support.tf_serving_wire import (
     WireError,

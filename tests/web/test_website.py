@@ -16,8 +16,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 
-from gateway.api_keys import digest
 from gateway.errors import ERRORS
+from serving_contract.api_keys import digest
 from tests.gateway.conftest import TEST_ENV
 from tests.support.browser import CHROMIUM, MISSING, Problems, chromium, collect_violations, watch
 from tests.support.fake_model_server import FakeModel, serve

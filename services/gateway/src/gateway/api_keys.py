@@ -4,9 +4,8 @@ The gateway never sees a key at rest: it reads SHA-256 digests, each under a key
 ``API_KEYS_FILE`` (on AWS, a Kubernetes Secret that Pulumi writes from the stack's secret
 config). A caller sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the key is
 hashed and its digest compared with every stored digest by ``hmac.compare_digest``, with
-no early exit, so the time taken says nothing about which key came close. Keys are random
-strings of at least ``MIN_KEY_LENGTH`` token characters (``KEY``), which nobody can guess,
-so one SHA-256 pass is the right hash (stretching is for passwords people choose).
+no early exit, so the time taken says nothing about which key came close. What a key and a key
+id may be, and the file's lines, are the contract's (``serving_contract.api_keys``).
 
 Kubernetes updates a mounted Secret in place; the file is read again at most every
 ``API_KEYS_RELOAD_S`` seconds (``RELOAD_S`` by default), so a second key can be added, the
@@ -38,25 +37,15 @@ from flask import Flask, g, request
 from werkzeug.datastructures import Headers
 
 from gateway.errors import ApiError
+from serving_contract.api_keys import DIGEST, KEY, KEY_ID, KEY_RULE, key_line
 
-MIN_KEY_LENGTH = 32
-# RFC 6750's token characters: a key that works in both headers, from any client (HTTP
-# headers are latin-1 to a WSGI server, and a Bearer token has no spaces).
-KEY = re.compile(rf"^[A-Za-z0-9._~+/=-]{{{MIN_KEY_LENGTH},}}$")
-KEY_RULE = f"at least {MIN_KEY_LENGTH} of the characters A-Z a-z 0-9 . _ ~ + / = -"
 RELOAD_S = 10.0
-KEY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _BEARER = re.compile(r"^bearer +(\S+)$", re.IGNORECASE)
 log = logging.getLogger(__name__)
 
 
 class KeyFileError(ValueError):
     """An API key file that cannot be used; the message names the file and line."""
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,7 +62,7 @@ class KeyDigests:
             if not line:
                 continue
             parts = line.split()
-            if len(parts) != 2 or not KEY_ID.match(parts[0]) or not _DIGEST.match(parts[1]):
+            if len(parts) != 2 or not KEY_ID.match(parts[0]) or not DIGEST.match(parts[1]):
                 raise KeyFileError(
                     f"{source}, line {number}: expected '<key id> <sha256 hex digest>' with a "
                     "key id of lowercase letters, digits, '-' and '_'"
@@ -182,7 +171,7 @@ def main(argv: list[str]) -> int:
     if not KEY.match(key):
         print(f"a key is {KEY_RULE}", file=sys.stderr)
         return 2
-    print(f"{argv[0]} {digest(key)}")
+    print(key_line(argv[0], key))
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from flask import Flask
 
 from gateway.api_keys import register_key_check
-from gateway.decode_memory import MIB
 from gateway.errors import register_error_handlers
 from gateway.fetch import SafeFetcher
 from gateway.logs import configure_logging
@@ -19,6 +18,7 @@ from gateway.routes import KEYED_ENDPOINTS, api
 from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
 from gateway.site import register_site
+from serving_contract.gateway_env import MIB
 
 
 def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None = None) -> Flask:

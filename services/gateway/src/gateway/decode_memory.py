@@ -10,8 +10,9 @@ answers 503 ``decoder_busy`` with Retry-After. The client retries; the pod lives
 
 The budget comes from the container: its cgroup memory limit, shared by the workers, less
 what each needs besides decoding (its own footprint, and the request and download bodies
-its threads may hold at once). ``DECODE_MEMORY_MIB`` sets it outright; with no limit at
-all (a laptop) it is two decodes at the cap.
+its threads may hold at once): ``serving_contract.gateway_env.DecodeSizing``, which the
+Pulumi program checks the gateway pods' memory with. ``DECODE_MEMORY_MIB`` sets it
+outright; with no limit at all (a laptop) it is two decodes at the cap.
 """
 
 from __future__ import annotations
@@ -23,25 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.errors import ApiError
+from serving_contract.gateway_env import MIB
 
-MIB = 2**20
-# A worker's resident memory besides decoding: ~80 MiB measured after serving, plus up to
-# 64 MiB of freed heap glibc keeps (gunicorn_conf.keep_large_buffers_in_heap), rounded up.
-WORKER_BASE_BYTES = 160 * MIB
-# Peak bytes of one decode per pixel allowed: 1.5x 8-bit RGB (imaging.plan_decode).
-PEAK_BYTES_PER_PIXEL = 1.5 * 3
-# ...plus what a decode takes whatever the image's size: the codecs' own buffers (at most
-# libwebp's 9 MiB) and an upright copy's 4 MiB (imaging), rounded up. Without it a small
-# pixel cap would leave less than any decode needs, and every image would be refused.
-PEAK_FIXED_BYTES = 16 * MIB
 CGROUP = Path("/sys/fs/cgroup")
 # cgroup v1 reports "no limit" as a huge number (a page-rounded 2^63)
 _NO_LIMIT_V1 = 2**60
-
-
-def image_peak_bytes(max_pixels: int) -> int:
-    """The most one decode may take: the budget ``imaging`` plans every decode against."""
-    return int(PEAK_BYTES_PER_PIXEL * max_pixels) + PEAK_FIXED_BYTES
 
 
 def container_memory_limit(root: Path = CGROUP) -> int | None:
@@ -56,15 +43,6 @@ def container_memory_limit(root: Path = CGROUP) -> int | None:
     except (OSError, ValueError):
         return None
     return None if limit >= _NO_LIMIT_V1 else limit
-
-
-def decode_budget(
-    limit_bytes: int, workers: int, threads: int, download_threads: int, max_image_bytes: int
-) -> int:
-    """Each worker's share of a container ``limit_bytes`` that is left for decoding: its
-    footprint, and a body per request thread and per download thread, set aside first."""
-    bodies = (threads + download_threads) * max_image_bytes
-    return limit_bytes // workers - WORKER_BASE_BYTES - bodies
 
 
 class MemoryGate:

@@ -31,9 +31,10 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from gateway import jpeg
-from gateway.contract import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
-from gateway.decode_memory import MemoryGate, image_peak_bytes
+from gateway.decode_memory import MemoryGate
 from gateway.errors import ApiError
+from serving_contract.gateway_env import image_peak_bytes
+from serving_contract.model import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.api_keys import RELOAD_S, KeyFile, KeyFileError
-from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES, SIGNATURE
-from gateway.decode_memory import MIB, container_memory_limit, decode_budget, image_peak_bytes
+from gateway.decode_memory import container_memory_limit
 from gateway.fetch import FetchLimits
 from gateway.netguard import AccessPolicy
+from serving_contract.gateway_env import MIB, DecodeSizing, image_peak_bytes
+from serving_contract.model import DEFAULT_MODEL_NAME, PREPROCESSING_MODES, SIGNATURE
 
 RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 ACTIVATIONS = ("softmax", "none")
@@ -172,7 +173,10 @@ def _decode_memory(
 ) -> DecodeMemory:
     """DECODE_MEMORY_MIB, else the container's limit shared out, else two images at the
     cap; never less than one image at the cap (that would refuse images the limits allow)."""
-    need = image_peak_bytes(max_pixels)
+    sizing = DecodeSizing(
+        server.workers, server.threads, download_threads, max_image_bytes, max_pixels
+    )
+    need = sizing.one_image_bytes
     one_image = f"one image at MAX_IMAGE_PIXELS={max_pixels} needs {-(-need // MIB)} MiB"
     wait_s = r.positive_float("DECODE_WAIT_S", DecodeMemory.wait_s)
     explicit = r.optional_int("DECODE_MEMORY_MIB")
@@ -183,14 +187,12 @@ def _decode_memory(
     limit = memory_limit()
     if limit is None:
         return DecodeMemory(2 * need, wait_s)
-    budget = decode_budget(limit, server.workers, server.threads, download_threads, max_image_bytes)
-    if budget < need:
+    if shortfall := sizing.shortfall(limit):
         raise SettingsError(
-            f"the container's memory limit ({limit // MIB} MiB) leaves {max(budget, 0) // MIB}"
-            f" MiB per worker for decoding, and {one_image}: raise the limit, or lower "
-            "MAX_IMAGE_PIXELS, WEB_CONCURRENCY, GUNICORN_THREADS or DOWNLOAD_THREADS, or "
-            "set DECODE_MEMORY_MIB"
+            f"{shortfall}: raise the limit, or lower MAX_IMAGE_PIXELS, WEB_CONCURRENCY, "
+            "GUNICORN_THREADS or DOWNLOAD_THREADS, or set DECODE_MEMORY_MIB"
         )
+    budget = sizing.budget(limit)
     source = f"the container's {limit // MIB} MiB limit, shared by {server.workers} workers"
     return DecodeMemory(budget, wait_s, source)
 

@@ -1,6 +1,6 @@
 """What the served model wants and returns, read from its signature (GetModelMetadata).
 
-An export from ``model_tools`` carries its whole contract (``gateway.contract``): a uint8
+An export from ``model_tools`` carries its whole contract (``serving_contract.model``): a uint8
 image input of a fixed size, a score output whose name says logits or probabilities, and a
 ``classes`` output with the labels. So the gateway needs no per-model settings.
 
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from gateway._proto.tensorflow.core.framework import types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
 from gateway._proto.tensorflow_serving.apis import get_model_metadata_pb2
-from gateway.contract import ACTIVATION_BY_OUTPUT, CLASSES_OUTPUT
 from gateway.errors import ApiError
 from gateway.settings import ModelSettings
 from gateway.tensors import dims, dtype_name
+from serving_contract.model import ACTIVATION_BY_OUTPUT, CLASSES_OUTPUT
 
 _SCORE_DTYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF)
 _INPUT_DTYPES = {types_pb2.DT_UINT8: "uint8", types_pb2.DT_FLOAT: "float32"}

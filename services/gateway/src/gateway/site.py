@@ -24,9 +24,9 @@ from flask import (
 )
 from werkzeug.exceptions import NotFound
 
-from gateway.decode_memory import MIB
 from gateway.errors import ERRORS
 from gateway.runtime import current_gateway
+from serving_contract.gateway_env import MIB
 
 SITE = Path(__file__).resolve().parent / "site"
 ASSETS = SITE / "static"

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from gateway.contract import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
 from model_tools.errors import ExportError
 from model_tools.preprocessing import AUTO
+from serving_contract.model import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
 
 # The course's clothing model: its 10 outputs in order.
 CLOTHING_CLASSES = (

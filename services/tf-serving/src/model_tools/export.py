@@ -1,6 +1,6 @@
 """Keras model -> ``<out>/<name>/<version>/`` SavedModel that TF Serving can load.
 
-The export fixes the model's input contract once (``gateway.contract``):
+The export fixes the model's input contract once (``serving_contract.model``):
 
 - ``serving_default`` takes ``image``, uint8 RGB ``[batch, H, W, 3]`` already resized,
   normalises it in the graph with the model's ``preprocess_input`` mode, and returns
@@ -21,7 +21,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.contract import (
+from model_tools.errors import ExportError
+from model_tools.keras_loader import LoadedModel, load_model
+from model_tools.manifest import Manifest, SignatureSpec, TensorSpec
+from model_tools.preprocessing import AUTO, choose_mode, normalise
+from model_tools.serving_config import write_model_config
+from model_tools.warmup import DEFAULT_BATCH_SIZES, write_warmup
+from serving_contract.model import (
     CLASSES_OUTPUT,
     IMAGE_INPUT,
     LOGITS_OUTPUT,
@@ -29,12 +35,6 @@ from gateway.contract import (
     PROBABILITIES_OUTPUT,
     SIGNATURE,
 )
-from model_tools.errors import ExportError
-from model_tools.keras_loader import LoadedModel, load_model
-from model_tools.manifest import Manifest, SignatureSpec, TensorSpec
-from model_tools.preprocessing import AUTO, choose_mode, normalise
-from model_tools.serving_config import write_model_config
-from model_tools.warmup import DEFAULT_BATCH_SIZES, write_warmup
 
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 

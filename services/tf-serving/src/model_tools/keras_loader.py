@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.contract import PREPROCESSED_SIGNATURE, SIGNATURE
 from model_tools.errors import ExportError
 from model_tools.manifest import FILENAME as MANIFEST_FILE
+from serving_contract.model import PREPROCESSED_SIGNATURE, SIGNATURE
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 

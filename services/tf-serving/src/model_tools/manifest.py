@@ -2,7 +2,7 @@
 
 For people and for the Pulumi program (which reads the model's name and version from it).
 The gateway does not need it: everything it needs travels in the serving signature
-(see ``gateway.contract``).
+(see ``serving_contract.model``).
 """
 
 from __future__ import annotations

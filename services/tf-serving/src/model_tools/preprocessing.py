@@ -25,8 +25,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.contract import CAFFE_MEAN_RGB, PREPROCESSING_MODES, TORCH_MEAN, TORCH_STD
 from model_tools.errors import ExportError
+from serving_contract.model import CAFFE_MEAN_RGB, PREPROCESSING_MODES, TORCH_MEAN, TORCH_STD
 
 AUTO = "auto"
 # keras.applications model names (Keras 3 and tf_keras spell a few differently) -> mode.

@@ -3,8 +3,7 @@
 ``model_tools export`` writes SavedModels with these signature, tensor and mode names, and
 the gateway reads them back from TF Serving's ``GetModelMetadata`` and ``Predict`` answers,
 so a model carries its own input contract and labels and the gateway needs no per-model
-settings. This module is the one place the names are spelled (it imports nothing, so the
-TensorFlow-based export tooling can use it too).
+settings. This module is the one place the names are spelled.
 
 The default signature (``serving_default``) takes ``image``: uint8 RGB pixels
 ``[batch, height, width, 3]``, already resized, and normalises them inside the graph. It
