@@ -15,7 +15,7 @@ docs/operations.md, "Alerts", says what to do for each. The thresholds:
   25 minutes (longer than a scale-up takes: a cold GPU node, the image pull and the
   model's load and warmup, which the rollout allows 15 minutes), or none at all for 2.
 - ``GPUMemoryNearlyFull``: a GPU's memory over 90% used for 10 minutes. TF Serving's
-  TensorFlow grows its memory as needed (``TF_FORCE_GPU_ALLOW_GROWTH``, infra/workloads.py)
+  TensorFlow grows its memory as needed (``TF_FORCE_GPU_ALLOW_GROWTH``, infra/tf_serving.py)
   instead of taking nearly all of it up front, so this is what the model and its
   batches really hold.
 """
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.workloads import TF_SERVING
+from infra.kube import TF_SERVING
+from infra.project import PROJECT
 
 P99_OBJECTIVE_S = 2.5
 ERROR_RATIO = 0.05
@@ -108,4 +109,4 @@ def alert_rules(namespace: str, gpus: bool) -> list[dict[str, Any]]:
                 },
             }
         )
-    return [{"name": "clothing-serving", "rules": rules}]
+    return [{"name": PROJECT, "rules": rules}]

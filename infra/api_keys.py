@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.config import PROJECT, ConfigError, stack_file
+from infra.config import ConfigError, stack_file
+from infra.project import PROJECT
 from serving_contract.api_keys import KEY, KEY_ID, KEY_ID_RULE, KEY_RULE, key_line
 
 CONFIG_KEY = f"{PROJECT}:apiKeys"

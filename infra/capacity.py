@@ -1,6 +1,6 @@
 """What fits on a node: the instance types the stacks may use, what of each is left for
-pods after the node's own reservations and DaemonSets, and how many nodes a workload's
-pods need.
+pods after the node's own reservations and DaemonSets, how many nodes a workload's pods
+need, and the check that every workload fits its pool (``check``).
 
 The figures are the ones Karpenter and the EKS AMIs use:
 
@@ -79,10 +79,6 @@ DEVICE_PLUGIN = DaemonSet("nvidia-device-plugin", Resources(10, 32))
 # Prometheus's node exporter on every node, NVIDIA's DCGM exporter on GPU nodes.
 NODE_EXPORTER = DaemonSet("node-exporter", Resources(20, 32))
 DCGM_EXPORTER = DaemonSet("dcgm-exporter", Resources(100, 128))
-
-
-# The nginx sidecar in front of every gateway pod (requests; nginx idles at a few MiB).
-PROXY_SIDECAR = Resources(50, 64)
 
 
 @dataclass(frozen=True)
@@ -211,3 +207,95 @@ def monitoring_nodes(instance: InstanceType) -> int:
         return 0
     total = sum((p.requests for p in MONITORING_PODS), NOTHING)
     return max(math.ceil(total.cpu_m / free.cpu_m), math.ceil(total.memory_mib / free.memory_mib))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload's pods as capacity planning sees them (the workload's Args make it from
+    the values its pods are built from)."""
+
+    requests: Resources  # per pod, sidecars included
+    gpus: int  # per pod
+    minimum: int
+    maximum: int
+    surge: int  # pods a rolling update adds before it removes one
+    size: str  # the pod's size as the config writes it, for messages ("2 CPU, 6Gi")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A node pool as capacity planning sees it; ``key`` and ``limit_key`` name it in the
+    stack config, for messages."""
+
+    key: str
+    types: tuple[InstanceType, ...]
+    limit: int  # vCPUs, or GPUs where ``gpus``
+    limit_key: str
+    gpus: bool
+    disk_size_gb: int
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A workload (named by its config key) and the pool its pods run in."""
+
+    key: str
+    workload: Workload
+    pool: Pool
+
+
+def check(tiers: list[Tier], cpu_pool: Pool, system: InstanceType, monitoring: bool) -> None:
+    """Each pod fits on each instance type its pool may launch; each autoscaler's maximum
+    plus its surge pods fits within its pool's limit, the monitoring pods counted on the
+    CPU pool; the system pods fit on a system node (ValueError naming the keys)."""
+    vcpus_needed, needs = 0, []  # of the CPU pool, where every pod without a GPU runs
+    for tier in tiers:
+        key, work, pool = tier.key, tier.workload, tier.pool
+        pods = work.maximum + work.surge
+        worst_vcpus = 0
+        for instance in pool.types:
+            nodes = nodes_needed(instance, work.requests, work.gpus, pods, monitoring)
+            if not nodes:
+                free = instance.allocatable(daemonsets_on(instance, monitoring))
+                raise ValueError(
+                    f"a {key} pod ({work.size}) does not fit on {instance.name} "
+                    f"({free.cpu_m}m, {free.memory_mib}Mi left after the node's reservations "
+                    f"and DaemonSets): change {key}.cpu/memory or {pool.key}.instanceTypes"
+                )
+            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
+        surge = f"{key}.maxReplicas ({work.maximum}) + {work.surge} surge pod"
+        if pool.gpus:
+            if pods * work.gpus > pool.limit:
+                raise ValueError(
+                    f"{surge} need {pods * work.gpus} GPUs but {pool.key}.{pool.limit_key} is "
+                    f"{pool.limit}"
+                )
+        else:
+            vcpus_needed += worst_vcpus
+            needs.append(surge)
+    if monitoring:
+        worst_vcpus = 0
+        for instance in cpu_pool.types:
+            nodes = monitoring_nodes(instance)
+            if not nodes:
+                raise ValueError(
+                    f"the monitoring pods (the largest: Prometheus) do not fit on "
+                    f"{instance.name}: change {cpu_pool.key}.instanceTypes or set "
+                    "monitoring.enabled to false"
+                )
+            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
+        vcpus_needed += worst_vcpus
+        needs.append("the monitoring pods (monitoring.enabled)")
+    needed = sum((pod.requests for pod in SYSTEM_PODS), NOTHING)
+    free = system.allocatable(daemonsets_on(system, monitoring))
+    if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
+        raise ValueError(
+            f"systemNodes.instanceType {system.name} leaves {free.cpu_m}m / {free.memory_mib}Mi "
+            f"for pods, but the system pods (Karpenter, CoreDNS, metrics-server) request "
+            f"{needed.cpu_m}m / {needed.memory_mib}Mi"
+        )
+    if vcpus_needed > cpu_pool.limit:
+        raise ValueError(
+            f"{' and '.join(needs)} may need {vcpus_needed} vCPUs of {cpu_pool.key}.instanceTypes, "
+            f"but {cpu_pool.key}.{cpu_pool.limit_key} is {cpu_pool.limit}"
+        )

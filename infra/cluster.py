@@ -2,13 +2,14 @@
 small managed node group for system pods, and the add-ons the rest builds on.
 
 Workload nodes (the gateway's CPU nodes, TF Serving's GPU nodes) come from Karpenter
-(``infra.autoscaling``), not from node groups here.
+(``infra.karpenter``), not from node groups here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -16,13 +17,14 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from infra.capacity import DEVICE_PLUGIN
-from infra.config import SystemNodesConfig
+from infra.kube import GPU_TAINT, Nodes
 
+# The cluster's three kinds of node, by the label each carries: the managed node group's
+# system nodes, and Karpenter's CPU and (tainted) GPU nodes.
 NODE_ROLE_LABEL = "clothing.example/workload"
-SYSTEM_LABELS = {NODE_ROLE_LABEL: "system"}
-CPU_LABELS = {NODE_ROLE_LABEL: "cpu"}
-GPU_LABELS = {NODE_ROLE_LABEL: "gpu"}
-GPU_TAINT_KEY = "nvidia.com/gpu"
+SYSTEM_NODES = Nodes({NODE_ROLE_LABEL: "system"})
+CPU_NODES = Nodes({NODE_ROLE_LABEL: "cpu"})
+GPU_NODES = Nodes({NODE_ROLE_LABEL: "gpu"}, GPU_TAINT)
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
 # Why the device plugin cannot meet these checkov policies (annotations on the DaemonSet).
 DEVICE_PLUGIN_CHECKOV_SKIPS = {
@@ -52,6 +54,16 @@ EC2_TRUST = {
 }
 
 
+@dataclass(frozen=True)
+class SystemNodesArgs:
+    """The managed node group for what must not run on nodes Karpenter manages: Karpenter
+    itself, CoreDNS, metrics-server."""
+
+    instance_type: str
+    size: int
+    disk_size_gb: int
+
+
 def node_role(name: str, parent: pulumi.Resource) -> tuple[aws.iam.Role, list[pulumi.Resource]]:
     """An EC2 role with what every EKS node needs, and its policy attachments."""
     child = pulumi.ResourceOptions(parent=parent)
@@ -76,7 +88,7 @@ class Cluster(pulumi.ComponentResource):
         public_access_cidrs: list[str],
         admin_principal_arns: list[str],
         log_retention_days: int,
-        system_nodes: SystemNodesConfig,
+        system_nodes: SystemNodesArgs,
         tags: dict[str, str],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -173,7 +185,7 @@ class Cluster(pulumi.ComponentResource):
     def _system_node_group(
         self,
         name: str,
-        cfg: SystemNodesConfig,
+        cfg: SystemNodesArgs,
         role: aws.iam.Role,
         subnet_ids: pulumi.Input[Sequence[str]],
         attachments: list[pulumi.Resource],
@@ -215,7 +227,7 @@ class Cluster(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=cfg.size, desired_size=cfg.size, max_size=cfg.size + 1
             ),
-            labels=SYSTEM_LABELS,
+            labels=SYSTEM_NODES.labels,
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str)
             ),
@@ -224,7 +236,9 @@ class Cluster(pulumi.ComponentResource):
         )
 
 
-def nvidia_device_plugin(name: str, opts: pulumi.ResourceOptions) -> k8s.apps.v1.DaemonSet:
+def nvidia_device_plugin(
+    name: str, nodes: Nodes, opts: pulumi.ResourceOptions
+) -> k8s.apps.v1.DaemonSet:
     """The NVIDIA device plugin, on GPU nodes only: advertises ``nvidia.com/gpu`` to the
     kubelet (the AL2023 NVIDIA AMI has the driver but not the plugin)."""
     labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
@@ -246,12 +260,8 @@ def nvidia_device_plugin(name: str, opts: pulumi.ResourceOptions) -> k8s.apps.v1
                 spec=k8s.core.v1.PodSpecArgs(
                     priority_class_name="system-node-critical",
                     automount_service_account_token=False,
-                    node_selector=GPU_LABELS,
-                    tolerations=[
-                        k8s.core.v1.TolerationArgs(
-                            key=GPU_TAINT_KEY, operator="Exists", effect="NoSchedule"
-                        )
-                    ],
+                    node_selector=nodes.labels,
+                    tolerations=nodes.tolerations(),
                     security_context=k8s.core.v1.PodSecurityContextArgs(
                         seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")
                     ),

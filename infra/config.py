@@ -1,14 +1,11 @@
-"""The stack's configuration: one typed object, validated before any resource is declared.
+"""The stack's configuration: its schema and how it is loaded, validated before any
+resource is declared.
 
 Values live under the project namespace in ``Pulumi.<stack>.yaml`` (``clothing-serving:*``)
 plus ``aws:region``. A bad value stops ``pulumi up``/``preview`` with a message that names
-the key and says what is allowed. Beyond each value's own form, the check knows:
-
-- the Kubernetes versions EKS supports, until when (``infra.eks_versions``);
-- what fits on a node (``infra.capacity``): every pod fits on every instance type its
-  pool may launch, and every autoscaler's maximum plus one surge pod fits within the
-  pool's limits, so neither a scale-up nor a rolling update waits for a pod that can
-  never be placed.
+the key and says what is allowed. This module checks each value's form and the rules
+between keys; what the values mean for the resources (pods, pools, what fits where) is
+``infra.program``'s, which turns this object into each component's Args and checks those.
 """
 
 from __future__ import annotations
@@ -16,10 +13,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -31,27 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from infra.capacity import (
-    INSTANCE_TYPES,
-    NOTHING,
-    PROXY_SIDECAR,
-    SYSTEM_PODS,
-    InstanceType,
-    Resources,
-    daemonsets_on,
-    monitoring_nodes,
-    nodes_needed,
-    parse_cpu,
-    parse_memory,
-)
+from infra.capacity import INSTANCE_TYPES, InstanceType, parse_cpu, parse_memory
 from infra.eks_versions import support_problem
-from serving_contract.gateway_env import MIB, DecodeSizing
+from infra.project import PROJECT, REPO_ROOT
 
-PROJECT = "clothing-serving"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-GPU_FAMILIES = ("g4dn", "g5", "g6")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731)
-SURGE_PODS = 1  # every rolling update starts one new pod before removing an old one
 
 
 class ConfigError(ValueError):
@@ -104,10 +84,6 @@ class PoolConfig(_Strict):
             _known_type(name)
         return value
 
-    @property
-    def types(self) -> list[InstanceType]:
-        return [INSTANCE_TYPES[name] for name in self.instance_types]
-
 
 class CpuPoolConfig(PoolConfig):
     max_vcpus: PositiveInt = Field(alias="maxVcpus")
@@ -128,19 +104,12 @@ class GpuPoolConfig(PoolConfig):
 
     @field_validator("instance_types")
     @classmethod
-    def _gpu_family(cls, value: list[str]) -> list[str]:
+    def _gpus(cls, value: list[str]) -> list[str]:
         for name in value:
-            if name.split(".")[0] not in GPU_FAMILIES:
-                raise ValueError(
-                    f"{name!r} is not a GPU instance type; use one of the "
-                    f"{', '.join(GPU_FAMILIES)} families (e.g. g4dn.xlarge)"
-                )
+            if not INSTANCE_TYPES[name].gpus:
+                gpu_types = ", ".join(t for t, i in INSTANCE_TYPES.items() if i.gpus)
+                raise ValueError(f"{name!r} is not a GPU instance type; use one of {gpu_types}")
         return value
-
-    @property
-    def has_device_plugin(self) -> bool:
-        """Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not."""
-        return self.ami_family == "bottlerocket"
 
 
 class MonitoringConfig(_Strict):
@@ -184,10 +153,6 @@ class ScalingConfig(_Strict):
                 f"need minReplicas <= maxReplicas, got {self.min_replicas} > {self.max_replicas}"
             )
         return self
-
-    @property
-    def requests(self) -> Resources:
-        return Resources(parse_cpu(self.cpu), parse_memory(self.memory))
 
 
 class ModelConfig(_Strict):
@@ -259,18 +224,10 @@ _SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,
 
 
 class GatewayScalingConfig(ScalingConfig):
-    """The gateway's pods. Their memory must hold what the gateway itself requires of its
-    container (it sizes its decoding budget from the limit, and refuses to start on too
-    little): checked here with the gateway's own settings code, at preview."""
+    """The gateway's pods: by default a memory the gateway starts in (it sizes its decoding
+    budget from its limit; ``infra.program`` checks any other value)."""
 
     memory: str = "1Gi"
-
-    @model_validator(mode="after")
-    def _decode_memory(self) -> GatewayScalingConfig:
-        shortfall = DecodeSizing().shortfall(parse_memory(self.memory) * MIB)
-        if shortfall:
-            raise ValueError(f"memory {self.memory} is too little for the gateway: {shortfall}")
-        return self
 
 
 class StackConfig(_Strict):
@@ -367,19 +324,6 @@ class StackConfig(_Strict):
             )
         return self
 
-    @property
-    def api_cidrs(self) -> list[str]:
-        """``publicAccessCidrs``, which a deployment must set (ConfigError if it is not)."""
-        if self.public_access_cidrs is None:
-            raise ConfigError(
-                f"invalid stack configuration:\n  {PROJECT}:publicAccessCidrs: not set: say "
-                f"which networks may reach the Kubernetes API in Pulumi.{self.stack}.yaml: yours "
-                "(e.g. 203.0.113.7/32; `curl -s https://checkip.amazonaws.com` prints your "
-                "address), your CI's, or [] for a private endpoint reached from inside the VPC "
-                "(see the README, 'Reaching a private Kubernetes API')"
-            )
-        return self.public_access_cidrs
-
     @model_validator(mode="after")
     def _high_availability(self) -> StackConfig:
         if not self.high_availability:
@@ -396,113 +340,22 @@ class StackConfig(_Strict):
             )
         return self
 
-    @model_validator(mode="after")
-    def _capacity(self) -> StackConfig:
-        check_capacity(self)
-        return self
 
-    @property
-    def tiers(self) -> tuple[Tier, Tier]:
-        """The gateway and TF Serving: their pods and the pool each runs in."""
-        on_gpu = self.model.on_gpu
-        return (
-            Tier("gateway", self.gateway, "cpuNodes", self.cpu_nodes, 0, PROXY_SIDECAR),
-            Tier(
-                "tfServing",
-                self.tf_serving,
-                "gpuNodes" if on_gpu else "cpuNodes",
-                self.gpu_nodes if on_gpu else self.cpu_nodes,
-                1 if on_gpu else 0,
-            ),
-        )
+def config_error(*problems: str) -> ConfigError:
+    """A ConfigError for ``problems``, each starting with the key it is about (without the
+    project prefix)."""
+    lines = "\n".join(f"  {PROJECT}:{problem}" for problem in problems)
+    return ConfigError(f"invalid stack configuration:\n{lines}")
 
 
-@dataclass(frozen=True)
-class Tier:
-    key: str  # the config key of its scaling
-    scaling: ScalingConfig
-    pool_key: str
-    pool: PoolConfig
-    gpus: int  # per pod
-    sidecars: Resources = NOTHING
-
-    @property
-    def pod_requests(self) -> Resources:
-        return self.scaling.requests + self.sidecars
-
-
-def check_capacity(cfg: StackConfig) -> None:
-    """Each pod fits on each instance type its pool may launch, and each autoscaler's
-    maximum plus a surge pod fits within its pool's limit (ValueError naming the keys)."""
-    monitoring = cfg.monitoring.enabled
-    vcpus_needed, cpu_keys = 0, []
-    for tier in cfg.tiers:
-        key, scaling, pool_key, pool, gpus = (
-            tier.key,
-            tier.scaling,
-            tier.pool_key,
-            tier.pool,
-            tier.gpus,
-        )
-        pods = scaling.max_replicas + SURGE_PODS
-        worst_vcpus = 0
-        for instance in pool.types:
-            nodes = nodes_needed(instance, tier.pod_requests, gpus, pods, monitoring)
-            if not nodes:
-                free = instance.allocatable(daemonsets_on(instance, monitoring))
-                raise ValueError(
-                    f"a {key} pod ({scaling.cpu} CPU, {scaling.memory}) does not fit on "
-                    f"{instance.name} ({free.cpu_m}m, {free.memory_mib}Mi left after the "
-                    f"node's reservations and DaemonSets): change {key}.cpu/memory or "
-                    f"{pool_key}.instanceTypes"
-                )
-            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
-        if gpus:
-            if pods * gpus > cfg.gpu_nodes.max_gpus:
-                raise ValueError(
-                    f"{key}.maxReplicas ({scaling.max_replicas}) + {SURGE_PODS} surge pod need "
-                    f"{pods * gpus} GPUs but gpuNodes.maxGpus is {cfg.gpu_nodes.max_gpus}"
-                )
-        else:
-            vcpus_needed += worst_vcpus
-            cpu_keys.append(f"{key}.maxReplicas ({scaling.max_replicas}) + {SURGE_PODS} surge pod")
-    if monitoring:
-        worst_vcpus = 0
-        for instance in cfg.cpu_nodes.types:
-            nodes = monitoring_nodes(instance)
-            if not nodes:
-                raise ValueError(
-                    f"the monitoring pods (the largest: Prometheus) do not fit on "
-                    f"{instance.name}: change cpuNodes.instanceTypes or set "
-                    "monitoring.enabled to false"
-                )
-            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
-        vcpus_needed += worst_vcpus
-        cpu_keys.append("the monitoring pods (monitoring.enabled)")
-    system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
-    needed = sum((pod.requests for pod in SYSTEM_PODS), NOTHING)
-    free = system.allocatable(daemonsets_on(system, monitoring))
-    if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
-        raise ValueError(
-            f"systemNodes.instanceType {system.name} leaves {free.cpu_m}m / {free.memory_mib}Mi "
-            f"for pods, but the system pods (Karpenter, CoreDNS, metrics-server) request "
-            f"{needed.cpu_m}m / {needed.memory_mib}Mi"
-        )
-    if vcpus_needed > cfg.cpu_nodes.max_vcpus:
-        raise ValueError(
-            f"{' and '.join(cpu_keys)} may need {vcpus_needed} vCPUs of "
-            f"cpuNodes.instanceTypes, but cpuNodes.maxVcpus is {cfg.cpu_nodes.max_vcpus}"
-        )
-
-
-def _describe(error: ValidationError) -> str:
-    lines = []
+def _describe(error: ValidationError) -> ConfigError:
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         # Errors about the whole stack name their keys in the message itself.
-        lines.append(f"  {PROJECT}:{key}: {message}" if key else f"  {PROJECT}:{message}")
-    return "invalid stack configuration:\n" + "\n".join(lines)
+        problems.append(f"{key}: {message}" if key else message)
+    return config_error(*problems)
 
 
 def parse_config(
@@ -516,16 +369,30 @@ def parse_config(
             {**values, "stack": stack, "region": region, "today": today or date.today()}
         )
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise _describe(exc) from None
 
 
-# How each key is stored: plain text (a "1.34" must stay a string) or structured JSON.
-TEXT_KEYS = ("clusterVersion", "natGateways", "vpcCidr")
-JSON_KEYS = (
-    "availabilityZones", "publicAccessCidrs", "adminPrincipalArns", "logRetentionDays",
-    "highAvailability", "parked", "systemNodes", "cpuNodes", "gpuNodes", "gateway",
-    "tfServing", "model", "allowedClientCidrs", "requireApiKeys", "tls", "monitoring",
-)  # fmt: skip
+# What parse_config adds to the keys of the file.
+_CONTEXT = ("stack", "region", "today")
+
+
+def _stored_as_text(annotation: Any) -> bool:
+    """Pulumi keeps a key as plain text or as structured JSON: a string or a choice of
+    strings is text (a "1.34" must stay a string), anything else JSON."""
+    if annotation is str:
+        return True
+    return get_origin(annotation) is Literal and all(
+        isinstance(a, str) for a in get_args(annotation)
+    )
+
+
+def config_keys() -> dict[str, bool]:
+    """Every key of the stack config (its name in the file), and whether it is text."""
+    return {
+        field.alias or name: _stored_as_text(field.annotation)
+        for name, field in StackConfig.model_fields.items()
+        if name not in _CONTEXT
+    }
 
 
 def stack_file(stack: str) -> dict[str, Any]:
@@ -549,18 +416,20 @@ def load_config() -> StackConfig:
 
     config = pulumi.Config(PROJECT)
     values: dict[str, Any] = {}
-    for key in TEXT_KEYS:
-        if (text := config.get(key)) is not None:
-            values[key] = text
-    for key in JSON_KEYS:
+    for key, text in config_keys().items():
         try:
-            value = config.get_object(key)
+            value = config.get(key) if text else config.get_object(key)
         except pulumi.ConfigTypeError:
-            raise ConfigError(
-                f"invalid stack configuration:\n  {PROJECT}:{key}: not valid JSON/YAML"
-            ) from None
+            raise config_error(f"{key}: not valid JSON/YAML") from None
         if value is not None:
             values[key] = value
     cfg = parse_config(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
-    cfg.api_cidrs  # noqa: B018  (a deployment must say; ConfigError before anything is declared)
+    if cfg.public_access_cidrs is None:  # a deployment must say; `make cost` need not
+        raise config_error(
+            f"publicAccessCidrs: not set: say which networks may reach the Kubernetes API in "
+            f"Pulumi.{cfg.stack}.yaml: yours (e.g. 203.0.113.7/32; `curl -s "
+            "https://checkip.amazonaws.com` prints your address), your CI's, or [] for a "
+            "private endpoint reached from inside the VPC (see the README, 'Reaching a "
+            "private Kubernetes API')"
+        )
     return cfg

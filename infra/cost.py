@@ -2,7 +2,8 @@
 
     uv run python -m infra.cost [dev prod ...]
 
-Three figures per stack: **parked** (`parked: true`: no workload nodes, no monitoring: the
+Three figures per stack, from the same plan ``pulumi up`` deploys (``infra.program``):
+**parked** (`parked: true`: no workload nodes, no monitoring: the
 fixed part only), **at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold
 them) and **at maximum** (the Karpenter pools' limits used up on their priciest types).
 Instance prices live in ``infra.capacity``; the control plane is priced by its Kubernetes
@@ -18,9 +19,12 @@ import sys
 from dataclasses import dataclass
 from datetime import date
 
-from infra.capacity import INSTANCE_TYPES, InstanceType, monitoring_nodes, nodes_needed
-from infra.config import StackConfig, Tier, parse_stack_file
+from infra.capacity import INSTANCE_TYPES, InstanceType, Pool, Tier, monitoring_nodes, nodes_needed
+from infra.config import StackConfig, parse_stack_file
 from infra.eks_versions import VERSIONS
+from infra.karpenter import NodePoolArgs
+from infra.program import plan
+from serving_contract.model import DEFAULT_MODEL_NAME
 
 PRICES = {
     "nat_gateway": 0.045,
@@ -59,71 +63,77 @@ def _node_hour(instance: InstanceType, disk_gb: int) -> float:
 def _cheapest(tier: Tier, zones: int, monitoring: bool) -> tuple[str, float]:
     """The cheapest nodes of the tier's pool that hold its minimum of pods, spread over
     ``zones`` nodes at least."""
-    pods = tier.scaling.min_replicas
+    work = tier.workload
+    pods = work.minimum
     options = []
     for instance in tier.pool.types:
-        needed = nodes_needed(instance, tier.pod_requests, tier.gpus, pods, monitoring)
+        needed = nodes_needed(instance, work.requests, work.gpus, pods, monitoring)
         nodes = max(needed, min(pods, zones))
         options.append((nodes * _node_hour(instance, tier.pool.disk_size_gb), nodes, instance.name))
     cost, nodes, name = min(options)
     return f"{nodes} x {name}", cost
 
 
-def _at_limit_cpu(cfg: StackConfig) -> tuple[str, float]:
-    pool = cfg.cpu_nodes
-    per_vcpu = max(pool.types, key=lambda t: _node_hour(t, pool.disk_size_gb) / t.vcpus)
-    nodes = cfg.cpu_nodes.max_vcpus // per_vcpu.vcpus
-    return f"{nodes} x {per_vcpu.name}", nodes * _node_hour(per_vcpu, pool.disk_size_gb)
+def _at_limit(pool: Pool) -> tuple[str, float]:
+    """The pool's limit (vCPUs or GPUs) used up on its priciest type per unit."""
 
+    def units(t: InstanceType) -> int:
+        return t.gpus if pool.gpus else t.vcpus
 
-def _at_limit_gpu(cfg: StackConfig) -> tuple[str, float]:
-    pool = cfg.gpu_nodes
-    priciest = max(pool.types, key=lambda t: _node_hour(t, pool.disk_size_gb) / t.gpus)
-    nodes = pool.max_gpus // priciest.gpus
+    priciest = max(pool.types, key=lambda t: _node_hour(t, pool.disk_size_gb) / units(t))
+    nodes = pool.limit // units(priciest)
     return f"{nodes} x {priciest.name}", nodes * _node_hour(priciest, pool.disk_size_gb)
 
 
+def _pool(args: NodePoolArgs) -> Pool:
+    return args.capacity(args.name)
+
+
 def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
+    """The stack's costs on day ``on`` (the config's today by default), from the plan
+    ``pulumi up`` would deploy, unparked (parked, only the fixed part bills)."""
     on = on or cfg.today
-    version = VERSIONS[cfg.cluster_version]
-    nats = 1 if cfg.nat_gateways == "single" else cfg.availability_zones
-    system = INSTANCE_TYPES[cfg.system_nodes.instance_type]
+    stack = plan(cfg.model_copy(update={"parked": False}), DEFAULT_MODEL_NAME)
+    aws = stack.aws
+    version = VERSIONS[aws.cluster_version]
+    nats = aws.nat_gateway_count
+    system = INSTANCE_TYPES[aws.system_nodes.instance_type]
     support = "extended support" if on > version.end_of_standard else "standard support"
     fixed = [
-        (f"EKS control plane ({cfg.cluster_version}, {support})", version.hourly_price(on)),
+        (f"EKS control plane ({aws.cluster_version}, {support})", version.hourly_price(on)),
         (
             f"NAT gateways x{nats} (+ their IPv4)",
             nats * (PRICES["nat_gateway"] + PRICES["public_ipv4"]),
         ),
-        ("NLB (+ an IPv4 per AZ)", PRICES["nlb"] + cfg.availability_zones * PRICES["public_ipv4"]),
+        ("NLB (+ an IPv4 per AZ)", PRICES["nlb"] + aws.availability_zones * PRICES["public_ipv4"]),
         ("KMS key", PRICES["kms_key"]),
         (
-            f"system nodes {cfg.system_nodes.size} x {system.name}",
-            cfg.system_nodes.size * _node_hour(system, cfg.system_nodes.disk_size_gb),
+            f"system nodes {aws.system_nodes.size} x {system.name}",
+            aws.system_nodes.size * _node_hour(system, aws.system_nodes.disk_size_gb),
         ),
     ]
     # highly available: the pods are spread over zones, so over that many nodes at least
-    zones = cfg.availability_zones if cfg.high_availability else 1
-    gateway, tf = cfg.tiers
-    monitoring = cfg.monitoring.enabled
+    zones = aws.availability_zones if stack.gateway.placement.high_availability else 1
+    gateway, tf = stack.tiers
+    monitoring = stack.monitoring is not None
     gw_label, gw_cost = _cheapest(gateway, zones, monitoring)
     tf_label, tf_cost = _cheapest(tf, zones, monitoring)
     serving_min = [
         (f"gateway nodes {gw_label}", gw_cost),
         (f"TF Serving nodes {tf_label}", tf_cost),
     ]
+    cpu_pool = _pool(aws.cpu_pool)
     if monitoring:  # its own nodes, an upper bound: it may share the gateway's
-        pool = cfg.cpu_nodes
         cost, nodes, name = min(
-            (nodes * _node_hour(t, pool.disk_size_gb), nodes, t.name)
-            for t in pool.types
+            (nodes * _node_hour(t, cpu_pool.disk_size_gb), nodes, t.name)
+            for t in cpu_pool.types
             if (nodes := monitoring_nodes(t))
         )
         serving_min.append((f"monitoring nodes {nodes} x {name}", cost))
-    cpu_label, cpu_cost = _at_limit_cpu(cfg)
+    cpu_label, cpu_cost = _at_limit(cpu_pool)
     serving_max = [(f"CPU pool at maxVcpus: {cpu_label}", cpu_cost)]
-    if cfg.model.on_gpu:
-        gpu_label, gpu_cost = _at_limit_gpu(cfg)
+    if stack.tf_serving.gpus:
+        gpu_label, gpu_cost = _at_limit(_pool(aws.gpu_pool))
         serving_max.append((f"GPU pool at maxGpus: {gpu_label}", gpu_cost))
     return Estimate(cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard)
 

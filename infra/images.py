@@ -32,8 +32,8 @@ import pulumi_docker_build as docker_build
 import pulumi_random as random
 from docker.utils.build import PatternMatcher
 
-from infra.config import REPO_ROOT
 from infra.model_export import ModelExport
+from infra.project import REPO_ROOT
 
 PLATFORMS = (docker_build.Platform.LINUX_AMD64,)
 CACHE_TAG_PREFIX = "buildcache"

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import ConfigError, ModelConfig
+from infra.project import PROJECT
 
-EXPORT_KEY = "clothing-serving:model.exportDir"
+EXPORT_KEY = f"{PROJECT}:model.exportDir"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def find_export(model: ModelConfig) -> ModelExport:
         )
     if len(names) > 1:
         raise ConfigError(
-            f"clothing-serving:model.name: {root} holds several models ({', '.join(names)}); "
+            f"{PROJECT}:model.name: {root} holds several models ({', '.join(names)}); "
             "say which one to serve"
         )
     [name] = names

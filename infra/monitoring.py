@@ -27,8 +27,9 @@ import pulumi_random as random
 
 from infra.alerts import alert_rules
 from infra.capacity import DCGM_EXPORTER, MONITORING_PODS, NODE_EXPORTER, NOTHING, Resources
-from infra.cluster import CPU_LABELS, GPU_LABELS, GPU_TAINT_KEY
-from infra.workloads import GATEWAY, TF_SERVING, App
+from infra.kube import GATEWAY, TF_SERVING, App, Nodes
+from infra.project import PROJECT
+from infra.tf_serving import METRICS_PATH as TF_SERVING_METRICS_PATH
 
 NAMESPACE = "monitoring"
 RELEASE = "kps"  # kube-prometheus-stack's release name (its objects are named after it)
@@ -49,10 +50,9 @@ PROMETHEUS_ADAPTER = Chart("prometheus-adapter", "5.3.0", PROMETHEUS_CHARTS)
 DCGM_EXPORTER_CHART = Chart(
     "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts"
 )
-DASHBOARD = Path(__file__).resolve().parent / "dashboards" / "clothing-serving.json"
+DASHBOARD = Path(__file__).resolve().parent / "dashboards" / f"{PROJECT}.json"
 # The custom metric TF Serving's HPA reads: its pods' GPU utilisation (%), from DCGM.
 GPU_UTILISATION_METRIC = "gpu_utilization"
-TF_SERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 # Prometheus's history, on its node's disk (cpuNodes.diskSizeGb, 50 GB by default)
 PROMETHEUS_RETENTION_SIZE = "12GB"
 PROMETHEUS_DISK = "16Gi"
@@ -64,9 +64,11 @@ core = k8s.core.v1
 
 
 @dataclass(frozen=True)
-class MonitoringSpec:
+class MonitoringArgs:
     retention_days: int
     gpus: bool  # TF Serving runs on GPU nodes: DCGM exporter and the GPU metric
+    cpu_nodes: Nodes  # where the monitoring pods run
+    gpu_nodes: Nodes  # where DCGM's exporter runs (one per GPU node)
 
 
 def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
@@ -92,11 +94,11 @@ def _pod(name: str, sidecar: Resources = NOTHING) -> dict[str, Any]:
 CONFIG_RELOADER = Resources(10, 50)
 
 
-def stack_values(spec: MonitoringSpec, grafana_password: pulumi.Input[str]) -> dict[str, Any]:
+def stack_values(spec: MonitoringArgs, grafana_password: pulumi.Input[str]) -> dict[str, Any]:
     """kube-prometheus-stack's values: everything on the CPU pool; no scraping of the
     control plane EKS runs for us (it exposes none of it); our monitors and rules are
     picked up whatever their labels."""
-    on_cpu = {"nodeSelector": CPU_LABELS}
+    on_cpu = {"nodeSelector": spec.cpu_nodes.labels}
     return {
         "fullnameOverride": RELEASE,
         "kubeControllerManager": {"enabled": False},
@@ -149,12 +151,12 @@ def stack_values(spec: MonitoringSpec, grafana_password: pulumi.Input[str]) -> d
     }
 
 
-def adapter_values() -> dict[str, Any]:
+def adapter_values(nodes: Nodes) -> dict[str, Any]:
     """prometheus-adapter: one custom metric, the GPU utilisation of each pod using a GPU
     (DCGM labels each GPU's samples with the pod that holds it)."""
     return {
         "prometheus": {"url": PROMETHEUS_URL, "port": PROMETHEUS_PORT},
-        "nodeSelector": CPU_LABELS,
+        "nodeSelector": nodes.labels,
         "resources": _pod("prometheus-adapter"),
         "rules": {
             "default": False,
@@ -191,13 +193,13 @@ DCGM_FI_DEV_XID_ERRORS, gauge, Value of the last XID error encountered.
 """
 
 
-def dcgm_values() -> dict[str, Any]:
+def dcgm_values(nodes: Nodes) -> dict[str, Any]:
     """NVIDIA's DCGM exporter on the GPU nodes, with ``DCGM_COUNTERS`` (no profiling
     counters, so no SYS_ADMIN)."""
     return {
         "customMetrics": DCGM_COUNTERS,
-        "nodeSelector": GPU_LABELS,
-        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+        "nodeSelector": nodes.labels,
+        "tolerations": [nodes.taint.toleration()] if nodes.taint else [],
         "resources": _resources(DCGM_EXPORTER.requests, 512),
         # Root, as the chart has it, to read the kubelet's pod-resources socket (which pod
         # holds which GPU); but without the SYS_ADMIN the chart adds for profiling counters
@@ -265,7 +267,7 @@ class Monitoring(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        spec: MonitoringSpec,
+        spec: MonitoringArgs,
         serving_namespace: str,
         provider: k8s.Provider,
         depends_on: Sequence[pulumi.Resource],
@@ -315,14 +317,14 @@ class Monitoring(pulumi.ComponentResource):
                     f"{name}-dcgm-exporter",
                     "dcgm-exporter",
                     DCGM_EXPORTER_CHART,
-                    dcgm_values(),
+                    dcgm_values(spec.gpu_nodes),
                     after_stack,
                 ),
                 _release(
                     f"{name}-adapter",
                     "prometheus-adapter",
                     PROMETHEUS_ADAPTER,
-                    adapter_values(),
+                    adapter_values(spec.cpu_nodes),
                     after_stack,
                 ),
             ]
@@ -339,14 +341,14 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
-            metadata=meta.ObjectMetaArgs(name="clothing-serving", namespace=NAMESPACE),
+            metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=NAMESPACE),
             spec={"groups": alert_rules(serving_namespace, gpus=spec.gpus)},
             opts=after_stack,
         )
         self.dashboard = core.ConfigMap(
             f"{name}-dashboard",
             metadata=meta.ObjectMetaArgs(
-                name="clothing-serving-dashboard",
+                name=f"{PROJECT}-dashboard",
                 namespace=NAMESPACE,
                 labels={"grafana_dashboard": "1"},
             ),

@@ -43,7 +43,7 @@ def nginx_ports() -> tuple[int, tuple[str, int]]:
 
 
 def test_proxy_config_agrees_with_the_gateway_and_compose() -> None:
-    from infra.workloads import GATEWAY_PORT, GUNICORN_PORT, METRICS_PORT, REDIRECT_PORT
+    from serving_contract.ports import GATEWAY_PORT, GUNICORN_PORT, METRICS_PORT, REDIRECT_PORT
 
     listen, upstream = nginx_ports()
     assert (listen, upstream) == (GATEWAY_PORT, ("127.0.0.1", GUNICORN_PORT))
@@ -214,7 +214,7 @@ def test_the_website_passes_the_proxy_with_its_headers(gateway: str) -> None:
 @needs_nginx
 def test_metrics_only_on_the_metrics_port(gateway: str) -> None:
     """The load balancer's port never shows /metrics; Prometheus's port shows only it."""
-    from infra.workloads import GATEWAY_PORT, METRICS_PORT
+    from serving_contract.ports import GATEWAY_PORT, METRICS_PORT
 
     upstream = int(gateway.rsplit(":", 1)[1])
     assert requests.get(gateway + "/metrics", timeout=5).status_code == 200  # gunicorn has it
@@ -233,7 +233,7 @@ def test_metrics_only_on_the_metrics_port(gateway: str) -> None:
 def test_plain_http_goes_to_https_or_is_refused(gateway: str) -> None:
     """The load balancer's plain-HTTP port when TLS ends there: browsers are redirected to
     the same address over HTTPS; API calls are refused, not silently resent."""
-    from infra.workloads import REDIRECT_PORT
+    from serving_contract.ports import REDIRECT_PORT
 
     upstream = int(gateway.rsplit(":", 1)[1])
     with nginx_servers(upstream) as servers:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pulumi
 
-from infra.config import PROJECT, stack_file
+from infra.config import stack_file
+from infra.project import PROJECT
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -178,6 +179,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"unexpected invoke {args.token}")
 
 
+@dataclass(frozen=True)
+class _Node:
+    typ: str
+    name: str
+    parent: int | None  # the node's key, None: the stack
+    was_under: tuple[int | None, ...]  # the parents its aliases name (None: the stack)
+
+
 @dataclass
 class StackRun:
     stack: str
@@ -187,6 +196,32 @@ class StackRun:
     # resource name -> the names of the resources it was declared to depend on (depends_on):
     # Pulumi creates those first and deletes them last
     depends_on: dict[str, set[str]] = field(default_factory=dict)
+    # every resource and component: (type, name, parent, the parents its aliases name)
+    nodes: dict[int, _Node] = field(default_factory=dict)
+
+    def own_urns(self) -> set[str]:
+        """Every resource's URN as declared now."""
+
+        def chain(node: _Node) -> str:
+            parent = self.nodes[node.parent] if node.parent is not None else None
+            return f"{chain(parent)}${node.typ}" if parent else node.typ
+
+        return {f"{chain(n)}::{n.name}" for n in self.nodes.values()}
+
+    def urns(self) -> set[str]:
+        """Every resource's URN (``type$...$type::name``, without project and stack), and
+        the URNs each answers to through its aliases and its ancestors' aliases: what
+        Pulumi matches against the resources a live stack already has."""
+
+        def chains(node: _Node) -> list[str]:
+            parents = [node.parent, *node.was_under]
+            return [
+                f"{chain}${node.typ}" if chain else node.typ
+                for parent in parents
+                for chain in (chains(self.nodes[parent]) if parent is not None else [""])
+            ]
+
+        return {f"{c}::{n.name}" for n in self.nodes.values() for c in chains(n)}
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -237,6 +272,17 @@ def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] =
             else set()
         )
         run.depends_on[args.name] = names
+        parent = args.opts.parent if args.opts else None
+        # Alias(parent=...) only: the SDKs add type aliases of their own, which keep parents
+        aliases = (args.opts.aliases if args.opts else None) or []
+        was_under = tuple(
+            None if alias.parent is None else id(alias.parent)
+            for alias in aliases
+            if isinstance(alias, pulumi.Alias) and alias.parent is not ...
+        )
+        run.nodes[id(args.resource)] = _Node(
+            args.type_, args.name, None if parent is None else id(parent), was_under
+        )
         return None
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]

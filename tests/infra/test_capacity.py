@@ -13,6 +13,8 @@ from infra.capacity import (
     parse_memory,
 )
 from infra.config import parse_stack_file
+from infra.program import plan
+from serving_contract.model import DEFAULT_MODEL_NAME
 
 
 @pytest.mark.parametrize(
@@ -59,10 +61,10 @@ def test_memory_quantities() -> None:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stacks_fit_their_maximum_plus_a_surge(stack: str) -> None:
     """What the config check enforces, spelled out for the committed stacks."""
-    cfg = parse_stack_file(stack)
-    assert cfg.tf_serving.max_replicas + 1 <= cfg.gpu_nodes.max_gpus
+    gateway, tf_serving = plan(parse_stack_file(stack), DEFAULT_MODEL_NAME).tiers
+    assert tf_serving.workload.maximum + tf_serving.workload.surge <= tf_serving.pool.limit
     worst = max(
-        nodes_needed(t, cfg.gateway.requests, 0, cfg.gateway.max_replicas + 1, True) * t.vcpus
-        for t in cfg.cpu_nodes.types
+        nodes_needed(t, gateway.workload.requests, 0, gateway.workload.maximum + 1, True) * t.vcpus
+        for t in gateway.pool.types
     )
-    assert worst <= cfg.cpu_nodes.max_vcpus
+    assert worst <= gateway.pool.limit

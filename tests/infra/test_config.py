@@ -1,4 +1,5 @@
-"""Bad stack configuration fails before any resource, naming the key and what is allowed."""
+"""Bad stack configuration fails before any resource, naming the key and what is allowed:
+the schema's checks (``infra.config``) and the plan's (``infra.program.plan``: what fits)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from infra.config import ConfigError, parse_config, parse_stack_file
 from infra.eks_versions import newest_in_standard_support, support_warning
+from infra.program import plan
+from serving_contract.model import DEFAULT_MODEL_NAME
 from tests.infra.conftest import fake_export, with_export
 from tests.infra.harness import run_stack, stack_config
 
@@ -130,7 +133,7 @@ def test_bad_values_name_the_key(path: list[str], value: Any, message: str) -> N
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(ConfigError) as info:
-        parse_config(values, stack="dev", region="us-east-1", today=TODAY)
+        plan(parse_config(values, stack="dev", region="us-east-1", today=TODAY), DEFAULT_MODEL_NAME)
     assert f"{PREFIX}{message}" in str(info.value)
 
 
@@ -229,11 +232,12 @@ def test_entry_point_reports_bad_config_without_a_traceback(
 
 def test_compose_gives_the_gateway_the_memory_of_a_pod() -> None:
     """`make run` sizes the gateway's decoding budget as the cluster does."""
-    from infra.capacity import parse_memory
     from infra.config import GatewayScalingConfig
+    from infra.kube import PodSize
     from tests.support.compose import compose_services
 
     mem_limit = compose_services()["gateway"]["mem_limit"]
     assert mem_limit.endswith("g")
-    pod_default = GatewayScalingConfig(minReplicas=1, maxReplicas=1).memory
-    assert int(mem_limit[:-1]) * 1024 == parse_memory(pod_default)
+    pod_default = GatewayScalingConfig(minReplicas=1, maxReplicas=1)
+    pod = PodSize(pod_default.cpu, pod_default.memory).requests
+    assert int(mem_limit[:-1]) * 1024 == pod.memory_mib

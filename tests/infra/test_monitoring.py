@@ -21,17 +21,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app import create_app
 from gateway.settings import Settings
 from infra.capacity import MONITORING_PODS, NOTHING, Resources
+from infra.cluster import CPU_NODES, GPU_NODES
+from infra.kube import GATEWAY, TF_SERVING
 from infra.monitoring import (
     DASHBOARD,
     GPU_UTILISATION_METRIC,
     NAMESPACE,
-    MonitoringSpec,
+    MonitoringArgs,
     adapter_values,
     stack_values,
 )
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
-from infra.workloads import GATEWAY, METRICS_PORT, REST_PORT, TF_SERVING
 from serving_contract.api_keys import digest
+from serving_contract.ports import METRICS_PORT, REST_PORT
 from tests.gateway.conftest import TEST_ENV
 from tests.infra import crd_validation
 from tests.infra.conftest import with_export
@@ -181,7 +183,7 @@ def rule_exprs(run: StackRun) -> list[str]:
 
 def adapter_exprs() -> list[str]:
     exprs = []
-    for rule in adapter_values()["rules"]["custom"]:
+    for rule in adapter_values(CPU_NODES)["rules"]["custom"]:
         series = rule["seriesQuery"]
         [name] = metric_names(series)
         query = (
@@ -327,7 +329,7 @@ def test_tf_serving_scales_on_its_gpus_and_the_gateway_on_cpu(
         gateway = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", GATEWAY.name)
         [cpu] = gateway.inputs["spec"]["metrics"]
         assert cpu["resource"]["name"] == "cpu"
-    [rule] = adapter_values()["rules"]["custom"]
+    [rule] = adapter_values(CPU_NODES)["rules"]["custom"]
     assert rule["name"]["as"] == GPU_UTILISATION_METRIC
 
 
@@ -389,7 +391,10 @@ def test_tensorflow_takes_gpu_memory_as_it_needs_it(stacks: dict[str, StackRun])
 def test_the_charts_request_what_the_capacity_check_counts() -> None:
     """infra.capacity sizes the CPU pool for MONITORING_PODS: the values ask for exactly
     that (each pod's main container plus its config reloader, where it has one)."""
-    values = stack_values(MonitoringSpec(retention_days=7, gpus=True), "password")
+    values = stack_values(
+        MonitoringArgs(retention_days=7, gpus=True, cpu_nodes=CPU_NODES, gpu_nodes=GPU_NODES),
+        "password",
+    )
 
     def requests(resources: dict[str, Any], sidecars: Resources = NOTHING) -> Resources:
         cpu = int(resources["requests"]["cpu"].removesuffix("m"))
@@ -403,7 +408,7 @@ def test_the_charts_request_what_the_capacity_check_counts() -> None:
         "grafana": requests(values["grafana"]["resources"]),
         "prometheus-operator": requests(values["prometheusOperator"]["resources"]),
         "kube-state-metrics": requests(values["kube-state-metrics"]["resources"]),
-        "prometheus-adapter": requests(adapter_values()["resources"]),
+        "prometheus-adapter": requests(adapter_values(CPU_NODES)["resources"]),
     }
     assert asked == {pod.name: pod.requests for pod in MONITORING_PODS}
 

@@ -14,7 +14,7 @@ import pytest
 from gateway.api_keys import KeyDigests
 from infra.api_keys import key_file_text, plain_key_ids
 from infra.config import ConfigError
-from infra.workloads import GATEWAY_PORT, METRICS_PORT, REDIRECT_PORT
+from serving_contract.ports import GATEWAY_PORT, METRICS_PORT, REDIRECT_PORT
 from tests.infra.conftest import API_KEYS, CERTIFICATE_ARN, SECRET_KEYS, with_export
 from tests.infra.harness import StackRun, run_stack
 

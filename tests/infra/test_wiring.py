@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.autoscaling import NAMESPACE as KARPENTER_NAMESPACE
 from infra.config import stack_file
+from infra.karpenter import NAMESPACE as KARPENTER_NAMESPACE
 from infra.network import DISCOVERY_TAG
 from infra.serving import NAMESPACE
 from tests.infra.harness import ROOT, Recorded, StackRun

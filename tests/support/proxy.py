@@ -77,7 +77,7 @@ def nginx_servers(upstream_port: int, **timeouts: str) -> Iterator[dict[int, str
 @contextmanager
 def nginx_proxy(upstream_port: int, **timeouts: str) -> Iterator[str]:
     """Yields the base URL of the proxy's main server (the pod's port)."""
-    from infra.workloads import GATEWAY_PORT
+    from serving_contract.ports import GATEWAY_PORT
 
     with nginx_servers(upstream_port, **timeouts) as servers:
         yield servers[GATEWAY_PORT]

@@ -8,30 +8,31 @@ inference on. What it needs, all declared here:
 
 - a node role (EC2) with an EKS access entry of type EC2_LINUX, so its nodes can join;
 - the controller's IAM role, given to its service account with EKS Pod Identity, and a
-  policy scoped to this cluster's tags (after Karpenter's own CloudFormation reference,
-  v1.14);
+  policy scoped to this cluster's tags (``infra.karpenter_policy``);
 - an SQS queue fed by EventBridge with spot interruptions, rebalance recommendations,
   instance state changes and AWS Health events, so nodes are drained before they vanish;
 - the ``karpenter-crd`` and ``karpenter`` Helm charts (CRDs upgraded with the chart), the
   controller on the system node group;
-- an EC2NodeClass and a NodePool per tier: ``cpu`` for the gateway, ``gpu`` (tainted
-  ``nvidia.com/gpu``) for TF Serving, each with its instance types, capacity types and
-  limit from the stack config.
+- an EC2NodeClass and a NodePool per ``NodePoolArgs``: ``cpu`` for the gateway, ``gpu``
+  (tainted ``nvidia.com/gpu``) for TF Serving, each with its instance types, capacity
+  types and limit. Capacity planning (``infra.capacity``) reads the same Args.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.capacity import KARPENTER
-from infra.cluster import CPU_LABELS, GPU_LABELS, GPU_TAINT_KEY, SYSTEM_LABELS, node_role
-from infra.config import CpuPoolConfig, GpuPoolConfig, PoolConfig
+from infra.capacity import INSTANCE_TYPES, KARPENTER, Pool
+from infra.cluster import SYSTEM_NODES, node_role
+from infra.karpenter_policy import controller_policy
+from infra.kube import GPU_RESOURCE, Nodes
 from infra.network import DISCOVERY_TAG
 
 CHART = "oci://public.ecr.aws/karpenter/karpenter"
@@ -46,7 +47,6 @@ INTERRUPTION_EVENTS = {
     "state": ("aws.ec2", "EC2 Instance State-change Notification"),
     "reservation": ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
 }
-GPU_TAINT = {"key": GPU_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
 # GPU nodes start slowly and pull multi-GB images: keep an empty one a while before
 # removing it, and replace at most one at a time.
 GPU_DISRUPTION = {
@@ -62,219 +62,43 @@ CPU_DISRUPTION = {
 EXPIRE_AFTER = "720h"  # replace nodes monthly: fresh AMIs, drained through the PDBs
 
 
-def controller_policy(
-    cluster_name: str, region: str, account: str, node_role_arn: str, queue_arn: str
-) -> dict[str, Any]:
-    """Karpenter's controller permissions, each scoped to this cluster where AWS allows."""
-    ec2 = f"arn:aws:ec2:{region}"
-    owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
-    request_owned = {
-        f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}": "owned",
-        "aws:RequestTag/eks:eks-cluster-name": cluster_name,
-    }
-    launched = [
-        f"{ec2}:*:{kind}/*"
-        for kind in (
-            "fleet", "instance", "volume", "network-interface", "launch-template",
-            "spot-instances-request",
+@dataclass(frozen=True)
+class NodePoolArgs:
+    """A Karpenter NodePool and its EC2NodeClass: what it may launch, where its pods land
+    (``nodes``: the labels its nodes carry, the taint they have), and how much of it at
+    most: ``limit`` vCPUs, or GPUs for a GPU pool."""
+
+    name: str
+    instance_types: list[str]
+    capacity_types: list[str]
+    disk_size_gb: int
+    nodes: Nodes
+    limit: int
+    disruption: dict[str, Any]
+    ami_family: str = "al2023"
+
+    @property
+    def gpus(self) -> bool:
+        """A pool of GPU instance types (the config keeps GPU and CPU types apart)."""
+        return any(INSTANCE_TYPES[name].gpus for name in self.instance_types)
+
+    @property
+    def limits(self) -> dict[str, str]:
+        return {GPU_RESOURCE if self.gpus else "cpu": str(self.limit)}
+
+    def capacity(self, key: str) -> Pool:
+        """This pool for capacity planning, ``key`` its name in the stack config."""
+        return Pool(
+            key=key,
+            types=tuple(INSTANCE_TYPES[name] for name in self.instance_types),
+            limit=self.limit,
+            limit_key="maxGpus" if self.gpus else "maxVcpus",
+            gpus=self.gpus,
+            disk_size_gb=self.disk_size_gb,
         )
-    ]  # fmt: skip
-    profile = f"arn:aws:iam::{account}:instance-profile/*"
-    profile_tags = {
-        **request_owned,
-        "aws:RequestTag/topology.kubernetes.io/region": region,
-    }
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "LaunchFromSharedResources",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": [
-                    f"{ec2}::image/*",
-                    f"{ec2}::snapshot/*",
-                    f"{ec2}:*:security-group/*",
-                    f"{ec2}:*:subnet/*",
-                    f"{ec2}:*:capacity-reservation/*",
-                    f"{ec2}:*:placement-group/*",
-                ],
-            },
-            {
-                "Sid": "LaunchFromOwnLaunchTemplates",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": f"{ec2}:*:launch-template/*",
-                "Condition": {
-                    "StringEquals": owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "CreateTaggedResources",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Resource": launched,
-                "Condition": {
-                    "StringEquals": request_owned,
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "TagOnCreate",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": launched,
-                "Condition": {
-                    "StringEquals": {
-                        **request_owned,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "TagOwnInstances",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": f"{ec2}:*:instance/*",
-                "Condition": {
-                    "StringEquals": owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster_name},
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
-                },
-            },
-            {
-                "Sid": "DeleteOwnResources",
-                "Effect": "Allow",
-                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
-                "Condition": {
-                    "StringEquals": owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "PassNodeRole",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": node_role_arn,
-                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-            },
-            {
-                "Sid": "CreateInstanceProfiles",
-                "Effect": "Allow",
-                "Action": "iam:CreateInstanceProfile",
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": profile_tags,
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "TagInstanceProfiles",
-                "Effect": "Allow",
-                "Action": "iam:TagInstanceProfile",
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": {
-                        **owned,
-                        "aws:ResourceTag/topology.kubernetes.io/region": region,
-                        **profile_tags,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            },
-            {
-                "Sid": "ManageOwnInstanceProfiles",
-                "Effect": "Allow",
-                "Action": [
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                "Resource": profile,
-                "Condition": {
-                    "StringEquals": {
-                        **owned,
-                        "aws:ResourceTag/topology.kubernetes.io/region": region,
-                    },
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "DiscoverTheCluster",
-                "Effect": "Allow",
-                "Action": "eks:DescribeCluster",
-                "Resource": f"arn:aws:eks:{region}:{account}:cluster/{cluster_name}",
-            },
-            {
-                "Sid": "ReadInterruptions",
-                "Effect": "Allow",
-                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                "Resource": queue_arn,
-            },
-            {
-                "Sid": "ReadZonalShifts",
-                "Effect": "Allow",
-                "Action": "arc-zonal-shift:GetManagedResource",
-                "Resource": "*",
-                "Condition": {
-                    "StringEquals": {
-                        "arc-zonal-shift:ResourceIdentifier": (
-                            f"arn:aws:eks:{region}:{account}:cluster/{cluster_name}"
-                        )
-                    }
-                },
-            },
-            {
-                "Sid": "DiscoverRegionalResources",
-                "Effect": "Allow",
-                "Action": [
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceStatus",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribePlacementGroups",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                ],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-            },
-            {
-                "Sid": "ReadAmiParameters",
-                "Effect": "Allow",
-                "Action": "ssm:GetParameter",
-                "Resource": f"arn:aws:ssm:{region}::parameter/aws/service/*",
-            },
-            {
-                "Sid": "ReadPricesAndProfiles",
-                "Effect": "Allow",
-                "Action": ["pricing:GetProducts", "iam:ListInstanceProfiles"],
-                "Resource": "*",
-            },
-            {
-                "Sid": "ReadInstanceProfiles",
-                "Effect": "Allow",
-                "Action": "iam:GetInstanceProfile",
-                "Resource": profile,
-            },
-        ],
-    }
 
 
-def _requirements(pool: PoolConfig) -> list[dict[str, Any]]:
+def _requirements(pool: NodePoolArgs) -> list[dict[str, Any]]:
     return [
         {
             "key": "node.kubernetes.io/instance-type",
@@ -295,8 +119,7 @@ class NodeAutoscaler(pulumi.ComponentResource):
         cluster_name: str,
         region: str,
         security_group_id: pulumi.Input[str],
-        cpu_pool: CpuPoolConfig,
-        gpu_pool: GpuPoolConfig,
+        pools: Sequence[NodePoolArgs],
         controller_replicas: int,
         provider: k8s.Provider,
         depends_on: Sequence[pulumi.Resource],
@@ -425,7 +248,7 @@ class NodeAutoscaler(pulumi.ComponentResource):
                 "settings": {"clusterName": cluster_name, "interruptionQueue": self.queue.name},
                 "serviceAccount": {"name": SERVICE_ACCOUNT},
                 "replicas": controller_replicas,
-                "nodeSelector": SYSTEM_LABELS,
+                "nodeSelector": SYSTEM_NODES.labels,
                 # CoreDNS may run on nodes Karpenter manages; resolve via the node.
                 "dnsPolicy": "Default",
                 "controller": {
@@ -458,46 +281,31 @@ class NodeAutoscaler(pulumi.ComponentResource):
             k8s_opts, pulumi.ResourceOptions(depends_on=[self.controller, self.node_access])
         )
         self.node_classes = {
-            "cpu": self._node_class(
-                "cpu", cluster_name, security_group_id, cpu_pool, "al2023", pool_opts
-            ),
-            "gpu": self._node_class(
-                "gpu", cluster_name, security_group_id, gpu_pool, gpu_pool.ami_family, pool_opts
-            ),
+            pool.name: self._node_class(pool, cluster_name, security_group_id, pool_opts)
+            for pool in pools
         }
-        self.node_pools = {
-            "cpu": self._node_pool(
-                "cpu", cpu_pool, CPU_LABELS, [], {"cpu": str(cpu_pool.max_vcpus)},
-                CPU_DISRUPTION, pool_opts,
-            ),
-            "gpu": self._node_pool(
-                "gpu", gpu_pool, GPU_LABELS, [GPU_TAINT], {GPU_TAINT_KEY: str(gpu_pool.max_gpus)},
-                GPU_DISRUPTION, pool_opts,
-            ),
-        }  # fmt: skip
+        self.node_pools = {pool.name: self._node_pool(pool, pool_opts) for pool in pools}
         self.register_outputs({"queue": self.queue.name})
 
     def _node_class(
         self,
-        tier: str,
+        pool: NodePoolArgs,
         cluster_name: str,
         security_group_id: pulumi.Input[str],
-        pool: PoolConfig,
-        ami_family: str,
         opts: pulumi.ResourceOptions,
     ) -> k8s.apiextensions.CustomResource:
         # Bottlerocket keeps images on its second volume; AL2023 on the root volume.
-        device = "/dev/xvdb" if ami_family == "bottlerocket" else "/dev/xvda"
+        device = "/dev/xvdb" if pool.ami_family == "bottlerocket" else "/dev/xvda"
         return k8s.apiextensions.CustomResource(
-            f"karpenter-{tier}-nodeclass",
+            f"karpenter-{pool.name}-nodeclass",
             api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=tier),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=pool.name),
             spec={
                 # The newest EKS-optimised AMI for the cluster's Kubernetes version; the
                 # NVIDIA variant on GPU instance types. A new AMI is drift: Karpenter
                 # replaces the nodes through the PDBs.
-                "amiSelectorTerms": [{"alias": f"{ami_family}@latest"}],
+                "amiSelectorTerms": [{"alias": f"{pool.ami_family}@latest"}],
                 "role": self.node_role.name,
                 "subnetSelectorTerms": [{"tags": {DISCOVERY_TAG: cluster_name}}],
                 "securityGroupSelectorTerms": [{"id": security_group_id}],
@@ -523,38 +331,32 @@ class NodeAutoscaler(pulumi.ComponentResource):
         )
 
     def _node_pool(
-        self,
-        tier: str,
-        pool: PoolConfig,
-        labels: dict[str, str],
-        taints: list[dict[str, str]],
-        limits: dict[str, str],
-        disruption: dict[str, Any],
-        opts: pulumi.ResourceOptions,
+        self, pool: NodePoolArgs, opts: pulumi.ResourceOptions
     ) -> k8s.apiextensions.CustomResource:
+        taint = pool.nodes.taint
         return k8s.apiextensions.CustomResource(
-            f"karpenter-{tier}-nodepool",
+            f"karpenter-{pool.name}-nodepool",
             api_version="karpenter.sh/v1",
             kind="NodePool",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=tier),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=pool.name),
             spec={
                 "template": {
-                    "metadata": {"labels": labels},
+                    "metadata": {"labels": pool.nodes.labels},
                     "spec": {
                         "nodeClassRef": {
                             "group": "karpenter.k8s.aws",
                             "kind": "EC2NodeClass",
-                            "name": tier,
+                            "name": pool.name,
                         },
                         "requirements": _requirements(pool),
-                        "taints": taints,
+                        "taints": [taint.spec()] if taint else [],
                         "expireAfter": EXPIRE_AFTER,
                     },
                 },
-                "limits": limits,
-                "disruption": disruption,
+                "limits": pool.limits,
+                "disruption": pool.disruption,
             },
             opts=pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(depends_on=[self.node_classes[tier]])
+                opts, pulumi.ResourceOptions(depends_on=[self.node_classes[pool.name]])
             ),
         )

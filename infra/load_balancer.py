@@ -1,10 +1,13 @@
-"""How the gateway meets the internet: its load balancer, TLS, who may connect, its DNS name.
+"""How the gateway meets the internet on AWS: an NLB, TLS, who may connect, its DNS name.
 
 An NLB from the Service controller EKS runs (no controller to install): with a certificate
 it terminates TLS on 443 (a TLS 1.3/1.2 policy) and its port 80 leads to the proxy's
 redirect server; without one, port 80 leads to the gateway. ``loadBalancerSourceRanges``
 limits who may connect (the NLB keeps client addresses, so the controller writes them into
 the nodes' security group). Why an NLB and not an ALB: docs/architecture.md.
+
+The serving components know none of this: they get an ``Exposure`` for the gateway's
+Service, which ``nlb_exposure`` makes here.
 """
 
 from __future__ import annotations
@@ -13,16 +16,13 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
-from infra.workloads import GATEWAY, GATEWAY_PORT, REDIRECT_PORT
+from infra.gateway import Exposure
 
 LB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"  # TLS 1.3 and 1.2 only
 HTTP_PORT = 80
 HTTPS_PORT = 443
-core = k8s.core.v1
-meta = k8s.meta.v1
 
 
 @dataclass(frozen=True)
@@ -38,56 +38,28 @@ class PublicEndpoint:
     def tls(self) -> bool:
         return self.certificate_arn is not None
 
-    @property
-    def redirect_port(self) -> int:
-        """The pod port that plain HTTP reaches."""
-        return REDIRECT_PORT if self.tls else GATEWAY_PORT
 
-
-def gateway_service(
-    name: str,
-    namespace: pulumi.Input[str],
-    endpoint: PublicEndpoint,
-    opts: pulumi.ResourceOptions,
-) -> core.Service:
+def nlb_exposure(endpoint: PublicEndpoint) -> Exposure:
+    """The gateway's Service as a LoadBalancer the EKS Service controller makes an NLB of."""
     annotations = {
         f"{LB_ANNOTATION}-type": "nlb",
         f"{LB_ANNOTATION}-cross-zone-load-balancing-enabled": "true",
     }
-    ports = [core.ServicePortArgs(name="http", port=HTTP_PORT, target_port="http")]
+    ports = {"http": (HTTP_PORT, "http")}
     if endpoint.certificate_arn:
         annotations |= {
             f"{LB_ANNOTATION}-ssl-cert": endpoint.certificate_arn,
             f"{LB_ANNOTATION}-ssl-ports": str(HTTPS_PORT),
             f"{LB_ANNOTATION}-ssl-negotiation-policy": TLS_POLICY,
         }
-        ports = [
-            core.ServicePortArgs(name="https", port=HTTPS_PORT, target_port="http"),
-            core.ServicePortArgs(name="http", port=HTTP_PORT, target_port="redirect"),
-        ]
-    return core.Service(
-        name,
-        metadata=meta.ObjectMetaArgs(
-            name=GATEWAY.name, namespace=namespace, labels=GATEWAY.labels, annotations=annotations
-        ),
-        spec=core.ServiceSpecArgs(
-            type="LoadBalancer",
-            selector=GATEWAY.labels,
-            ports=ports,
-            load_balancer_source_ranges=endpoint.allowed_client_cidrs,
-        ),
-        opts=opts,
+        ports = {"https": (HTTPS_PORT, "http"), "http": (HTTP_PORT, "redirect")}
+    return Exposure(
+        service_type="LoadBalancer",
+        annotations=annotations,
+        ports=ports,
+        source_ranges=endpoint.allowed_client_cidrs,
+        tls=endpoint.tls,
     )
-
-
-def ingress_hostname(status: object) -> str:
-    """The load balancer's DNS name from a Service status (Pulumi waits for it)."""
-    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
-    for item in ingress:
-        name = getattr(item, "hostname", None) or getattr(item, "ip", None)
-        if name:
-            return str(name)
-    raise ValueError("the gateway Service has no load balancer address")
 
 
 def dns_record(
