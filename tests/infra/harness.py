@@ -273,12 +273,14 @@ def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] =
         )
         run.depends_on[args.name] = names
         parent = args.opts.parent if args.opts else None
-        # Alias(parent=...) only: the SDKs add type aliases of their own, which keep parents
+        # Aliases of a parent (a Resource, or None: the stack) only: the SDKs add type
+        # aliases of their own, which leave the parent unset (...), so it stays the same.
         aliases = (args.opts.aliases if args.opts else None) or []
         was_under = tuple(
             None if alias.parent is None else id(alias.parent)
             for alias in aliases
-            if isinstance(alias, pulumi.Alias) and alias.parent is not ...
+            if isinstance(alias, pulumi.Alias)
+            and (alias.parent is None or isinstance(alias.parent, pulumi.Resource))
         )
         run.nodes[id(args.resource)] = _Node(
             args.type_, args.name, None if parent is None else id(parent), was_under
