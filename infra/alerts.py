@@ -34,8 +34,12 @@ NOT_READY_FOR = "25m"
 GPU_MEMORY_RATIO = 0.9
 
 
-def alert_rules(namespace: str, gpus: bool) -> list[dict[str, Any]]:
-    """``namespace``: the serving workloads'; ``gpus``: TF Serving runs on GPU nodes."""
+def alert_rules(
+    namespace: str, gpus: bool, device_plugin: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``namespace``: the serving workloads'; ``gpus``: TF Serving runs on GPU nodes;
+    ``device_plugin``: the namespace and name of the NVIDIA device plugin's DaemonSet the
+    stack runs (None: the nodes' AMI brings its own)."""
     tf = f'namespace="{namespace}",deployment="{TF_SERVING.name}"'
     rules: list[dict[str, Any]] = [
         {
@@ -93,6 +97,20 @@ def alert_rules(namespace: str, gpus: bool) -> list[dict[str, Any]]:
             },
         },
     ]
+    if gpus and device_plugin:
+        plugin = f'namespace="{device_plugin[0]}",daemonset="{device_plugin[1]}"'
+        rules.append(
+            {
+                "alert": "GPUDevicePluginDown",
+                "expr": f"kube_daemonset_status_number_unavailable{{{plugin}}} > 0",
+                "for": "10m",
+                "labels": {"severity": "critical"},
+                "annotations": {
+                    "summary": "A GPU node's device plugin is not running: its GPU is unusable",
+                    "runbook": "docs/operations.md#gpudeviceplugindown",
+                },
+            }
+        )
     if gpus:
         rules.append(
             {

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
+import pulumi_aws as aws
 
+from infra.account import SPOT_SERVICE, Account
 from infra.cluster import GPU_NODES, Cluster, SystemNodesArgs, nvidia_device_plugin
 from infra.images import ImageRegistry
 from infra.karpenter import NodeAutoscaler, NodePoolArgs
@@ -51,6 +53,11 @@ class AwsArgs:
     tags: dict[str, str]
 
     @property
+    def spot(self) -> bool:
+        """Whether either node pool may launch spot instances."""
+        return any("spot" in p.capacity_types for p in (self.cpu_pool, self.gpu_pool))
+
+    @property
     def nat_gateway_count(self) -> int:
         return 1 if self.nat_gateways == "single" else self.availability_zones
 
@@ -61,6 +68,7 @@ class AwsPlatform(pulumi.ComponentResource):
         name: str,
         args: AwsArgs,
         export: ModelExport,
+        account: Account,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("clothing:infra:AwsPlatform", name, None, opts)
@@ -87,10 +95,23 @@ class AwsPlatform(pulumi.ComponentResource):
             admin_principal_arns=args.admin_principal_arns,
             log_retention_days=args.log_retention_days,
             system_nodes=args.system_nodes,
+            addon_versions=account.addon_versions,
             tags=args.tags,
             opts=moved,
         )
         self.provider = self.cluster.provider
+        karpenter_needs: list[pulumi.Resource] = [self.cluster.system_group, *self.cluster.addons]
+        if account.create_spot_role:
+            # Account-wide, and perhaps relied on elsewhere by the time the stack goes:
+            # `pulumi destroy` leaves it (a later `pulumi up` finds it and declares none).
+            karpenter_needs.append(
+                aws.iam.ServiceLinkedRole(
+                    "spot-service-role",
+                    aws_service_name=SPOT_SERVICE,
+                    description="EC2 Spot, for Karpenter's spot nodes",
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                )
+            )
         self.nodes = NodeAutoscaler(
             "nodes",
             cluster_name=args.cluster_name,
@@ -99,7 +120,7 @@ class AwsPlatform(pulumi.ComponentResource):
             pools=[args.cpu_pool, args.gpu_pool],
             controller_replicas=args.controller_replicas,
             provider=self.provider,
-            depends_on=[self.cluster.system_group, *self.cluster.addons],
+            depends_on=karpenter_needs,
             tags=args.tags,
             opts=moved,
         )

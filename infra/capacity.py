@@ -12,8 +12,8 @@ The figures are the ones Karpenter and the EKS AMIs use:
   so its ``reference/instance-types.md`` lists t3.large as 1930m / 6837Mi allocatable;
 - the DaemonSets on every node (``NODE_DAEMONSETS``) and on GPU nodes.
 
-Prices are us-east-1 on-demand Linux list prices in USD per hour (edit for another region);
-spot is charged at on-demand here, an upper bound.
+Prices are ``PRICE_REGION`` on-demand Linux list prices in USD per hour (edit for another
+region); spot is charged at on-demand here, an upper bound.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
+PRICE_REGION = "us-east-1"  # where the prices below (and infra.cost's) are from
 VM_MEMORY_OVERHEAD = 0.075
 EVICTION_MIB = 100
 
@@ -244,48 +245,58 @@ class Tier:
     pool: Pool
 
 
+def cpu_vcpus_needed(
+    tiers: list[Tier], cpu_types: tuple[InstanceType, ...], monitoring: bool
+) -> tuple[int, list[str]]:
+    """The vCPUs the CPU pool needs for every workload without a GPU at its maximum plus
+    its surge pods, and for the monitoring pods, each on the pool's worst instance type
+    for it; and what needs them, for messages. Pods that fit no type count nothing here
+    (``check`` refuses them)."""
+    vcpus, needs = 0, []
+    for tier in tiers:
+        if tier.pool.gpus:
+            continue
+        work = tier.workload
+        pods = work.maximum + work.surge
+        vcpus += max(
+            nodes_needed(instance, work.requests, work.gpus, pods, monitoring) * instance.vcpus
+            for instance in tier.pool.types
+        )
+        needs.append(f"{tier.key}.maxReplicas ({work.maximum}) + {work.surge} surge pod")
+    if monitoring:
+        vcpus += max(monitoring_nodes(instance) * instance.vcpus for instance in cpu_types)
+        needs.append("the monitoring pods (monitoring.enabled)")
+    return vcpus, needs
+
+
 def check(tiers: list[Tier], cpu_pool: Pool, system: InstanceType, monitoring: bool) -> None:
     """Each pod fits on each instance type its pool may launch; each autoscaler's maximum
     plus its surge pods fits within its pool's limit, the monitoring pods counted on the
     CPU pool; the system pods fit on a system node (ValueError naming the keys)."""
-    vcpus_needed, needs = 0, []  # of the CPU pool, where every pod without a GPU runs
     for tier in tiers:
         key, work, pool = tier.key, tier.workload, tier.pool
         pods = work.maximum + work.surge
-        worst_vcpus = 0
         for instance in pool.types:
-            nodes = nodes_needed(instance, work.requests, work.gpus, pods, monitoring)
-            if not nodes:
+            if not nodes_needed(instance, work.requests, work.gpus, pods, monitoring):
                 free = instance.allocatable(daemonsets_on(instance, monitoring))
                 raise ValueError(
                     f"a {key} pod ({work.size}) does not fit on {instance.name} "
                     f"({free.cpu_m}m, {free.memory_mib}Mi left after the node's reservations "
                     f"and DaemonSets): change {key}.cpu/memory or {pool.key}.instanceTypes"
                 )
-            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
-        surge = f"{key}.maxReplicas ({work.maximum}) + {work.surge} surge pod"
-        if pool.gpus:
-            if pods * work.gpus > pool.limit:
-                raise ValueError(
-                    f"{surge} need {pods * work.gpus} GPUs but {pool.key}.{pool.limit_key} is "
-                    f"{pool.limit}"
-                )
-        else:
-            vcpus_needed += worst_vcpus
-            needs.append(surge)
+        if pool.gpus and pods * work.gpus > pool.limit:
+            raise ValueError(
+                f"{key}.maxReplicas ({work.maximum}) + {work.surge} surge pod need "
+                f"{pods * work.gpus} GPUs but {pool.key}.{pool.limit_key} is {pool.limit}"
+            )
     if monitoring:
-        worst_vcpus = 0
         for instance in cpu_pool.types:
-            nodes = monitoring_nodes(instance)
-            if not nodes:
+            if not monitoring_nodes(instance):
                 raise ValueError(
                     f"the monitoring pods (the largest: Prometheus) do not fit on "
                     f"{instance.name}: change {cpu_pool.key}.instanceTypes or set "
                     "monitoring.enabled to false"
                 )
-            worst_vcpus = max(worst_vcpus, nodes * instance.vcpus)
-        vcpus_needed += worst_vcpus
-        needs.append("the monitoring pods (monitoring.enabled)")
     needed = sum((pod.requests for pod in SYSTEM_PODS), NOTHING)
     free = system.allocatable(daemonsets_on(system, monitoring))
     if needed.cpu_m > free.cpu_m or needed.memory_mib > free.memory_mib:
@@ -294,8 +305,9 @@ def check(tiers: list[Tier], cpu_pool: Pool, system: InstanceType, monitoring: b
             f"for pods, but the system pods (Karpenter, CoreDNS, metrics-server) request "
             f"{needed.cpu_m}m / {needed.memory_mib}Mi"
         )
-    if vcpus_needed > cpu_pool.limit:
+    vcpus, needs = cpu_vcpus_needed(tiers, cpu_pool.types, monitoring)
+    if vcpus > cpu_pool.limit:
         raise ValueError(
-            f"{' and '.join(needs)} may need {vcpus_needed} vCPUs of {cpu_pool.key}.instanceTypes, "
+            f"{' and '.join(needs)} may need {vcpus} vCPUs of {cpu_pool.key}.instanceTypes, "
             f"but {cpu_pool.key}.{cpu_pool.limit_key} is {cpu_pool.limit}"
         )

@@ -86,7 +86,8 @@ class PoolConfig(_Strict):
 
 
 class CpuPoolConfig(PoolConfig):
-    max_vcpus: PositiveInt = Field(alias="maxVcpus")
+    # None: what the workloads need at their maximum plus a surge pod (infra.program)
+    max_vcpus: PositiveInt | None = Field(alias="maxVcpus", default=None)
 
     @field_validator("instance_types")
     @classmethod
@@ -131,19 +132,23 @@ class ScalingConfig(_Strict):
     target_cpu_percent: Annotated[int, Field(ge=10, le=95)] = Field(
         alias="targetCpuPercent", default=70
     )
-    cpu: str = "500m"
-    memory: str = "512Mi"
+    # None: the workload's own size (infra.gateway.POD; TF Serving's follows model.onGpu,
+    # infra.tf_serving.GPU_POD and CPU_POD)
+    cpu: str | None = None
+    memory: str | None = None
 
     @field_validator("cpu")
     @classmethod
-    def _cpu(cls, value: str) -> str:
-        parse_cpu(value)
+    def _cpu(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cpu(value)
         return value
 
     @field_validator("memory")
     @classmethod
-    def _memory(cls, value: str) -> str:
-        parse_memory(value)
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_memory(value)
         return value
 
     @model_validator(mode="after")
@@ -223,13 +228,6 @@ _ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 _SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 
 
-class GatewayScalingConfig(ScalingConfig):
-    """The gateway's pods: by default a memory the gateway starts in (it sizes its decoding
-    budget from its limit; ``infra.program`` checks any other value)."""
-
-    memory: str = "1Gi"
-
-
 class StackConfig(_Strict):
     stack: str
     region: str
@@ -257,7 +255,7 @@ class StackConfig(_Strict):
     system_nodes: SystemNodesConfig = Field(alias="systemNodes", default_factory=SystemNodesConfig)
     cpu_nodes: CpuPoolConfig = Field(alias="cpuNodes")
     gpu_nodes: GpuPoolConfig = Field(alias="gpuNodes")
-    gateway: GatewayScalingConfig
+    gateway: ScalingConfig
     tf_serving: ScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

@@ -1,16 +1,17 @@
-"""Hourly cost of a stack from its config and list prices.
+"""Hourly and monthly cost of a stack from its config and list prices.
 
     uv run python -m infra.cost [dev prod ...]
 
 Three figures per stack, from the same plan ``pulumi up`` deploys (``infra.program``):
-**parked** (`parked: true`: no workload nodes, no monitoring: the
-fixed part only), **at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold
-them) and **at maximum** (the Karpenter pools' limits used up on their priciest types).
-Instance prices live in ``infra.capacity``; the control plane is priced by its Kubernetes
-version's support on the day (``infra.eks_versions``). Prices are us-east-1 on-demand
-Linux list prices in USD: spot GPUs and CPUs are priced at on-demand, an upper bound (spot
-usually costs 60-70% less). Data transfer, NAT/LB per-GB processing, CloudWatch logs and
-ECR storage are usage-based and left out.
+**parked** (``parked: true``: no workload nodes, no monitoring: the fixed part only), **at
+minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold them) and **at
+maximum** (the Karpenter pools' limits used up on their priciest types); and the same
+stack without GPUs (``model.onGpu: false``). Instance prices live in ``infra.capacity``;
+the control plane is priced by its Kubernetes version's support on the day
+(``infra.eks_versions``). Prices are on-demand Linux list prices in USD of one region
+(``capacity.PRICE_REGION``; a stack elsewhere gets a warning): spot is priced at
+on-demand, an upper bound (spot usually costs 60-70% less). Data transfer, NAT/LB per-GB
+processing, CloudWatch logs and ECR storage are usage-based and left out.
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ import sys
 from dataclasses import dataclass
 from datetime import date
 
-from infra.capacity import INSTANCE_TYPES, InstanceType, Pool, Tier, monitoring_nodes, nodes_needed
-from infra.config import StackConfig, parse_stack_file
+from infra.capacity import (
+    INSTANCE_TYPES,
+    PRICE_REGION,
+    InstanceType,
+    Pool,
+    Tier,
+    monitoring_nodes,
+    nodes_needed,
+)
+from infra.config import ConfigError, StackConfig, parse_stack_file
 from infra.eks_versions import VERSIONS
 from infra.karpenter import NodePoolArgs
 from infra.program import plan
 from serving_contract.model import DEFAULT_MODEL_NAME
 
+HOURS_A_MONTH = 730  # AWS's own figure for monthly prices
 PRICES = {
     "nat_gateway": 0.045,
     "nlb": 0.0225,
     "public_ipv4": 0.005,
-    "kms_key": 1.0 / 730,
-    "gp3_gb": 0.08 / 730,
+    "kms_key": 1.0 / HOURS_A_MONTH,
+    "gp3_gb": 0.08 / HOURS_A_MONTH,
 }
 
 
@@ -138,24 +148,63 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     return Estimate(cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard)
 
 
-def main(argv: list[str]) -> None:
-    for stack in argv or ["dev", "prod"]:
-        cfg = parse_stack_file(stack)
-        est = estimate(cfg)
-        state = " (parked now)" if cfg.parked else ""
-        print(
-            f"{stack}{state}: ${est.parked:.2f}/h parked, ${est.at_min:.2f}/h at minimum, "
-            f"${est.at_max:.2f}/h at maximum"
+def _money(hourly: float) -> str:
+    return f"${hourly:.2f}/h (${hourly * HOURS_A_MONTH:,.0f}/month)"
+
+
+def without_gpus(cfg: StackConfig) -> StackConfig:
+    """The stack with ``model.onGpu: false``: TF Serving on CPU nodes."""
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"on_gpu": False})})
+
+
+def report(cfg: StackConfig) -> list[str]:
+    """What ``make cost`` prints for one stack."""
+    est = estimate(cfg)
+    stack = plan(cfg, DEFAULT_MODEL_NAME)
+    state = " (parked now)" if cfg.parked else ""
+    lines = [
+        f"{cfg.stack}{state}: {_money(est.parked)} parked, {_money(est.at_min)} at minimum, "
+        f"{_money(est.at_max)} at maximum",
+        f"  pool limits: {stack.aws.cpu_pool.limit} vCPUs (cpuNodes), "
+        f"{stack.aws.gpu_pool.limit} GPUs (gpuNodes)",
+    ]
+    for title, items in (
+        ("always", est.fixed),
+        ("at minimum", est.serving_min),
+        ("at maximum", est.serving_max),
+    ):
+        lines.append(f"  {title}:")
+        lines += [f"    {label:<48} ${value:.3f}/h" for label, value in items]
+    if cfg.model.on_gpu:
+        cpu = estimate(without_gpus(cfg))
+        limit = plan(without_gpus(cfg), DEFAULT_MODEL_NAME).aws.cpu_pool.limit
+        lines.append(
+            f"  without GPUs (model.onGpu: false): {_money(cpu.at_min)} at minimum, "
+            f"{_money(cpu.at_max)} at maximum ({limit} vCPUs)"
         )
-        for title, lines in (
-            ("always", est.fixed),
-            ("at minimum", est.serving_min),
-            ("at maximum", est.serving_max),
-        ):
-            print(f"  {title}:")
-            for label, value in lines:
-                print(f"    {label:<48} ${value:.3f}/h")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    print(f"On-demand list prices in {PRICE_REGION}, USD, {HOURS_A_MONTH} hours a month.")
+    for name in argv or ["dev", "prod"]:
+        try:
+            cfg = parse_stack_file(name)
+            lines = report(cfg)
+        except ConfigError as exc:
+            print(f"error: Pulumi.{name}.yaml: {exc}", file=sys.stderr)
+            return 1
+        except FileNotFoundError:
+            print(f"error: no Pulumi.{name}.yaml", file=sys.stderr)
+            return 1
+        if cfg.region != PRICE_REGION:
+            print(
+                f"warning: {name} deploys to {cfg.region}; these are {PRICE_REGION} prices",
+                file=sys.stderr,
+            )
+        print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main(sys.argv[1:]))

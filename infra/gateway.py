@@ -39,6 +39,10 @@ from serving_contract.ports import GATEWAY_PORT, GUNICORN_PORT, METRICS_PORT, RE
 
 core = k8s.core.v1
 
+# A gateway container's size unless the stack says (gateway.cpu, gateway.memory): half a
+# core (the autoscaler adds pods past targetCpuPercent of it), and a memory the gateway
+# starts in (it sizes its decoding budget from its limit).
+POD = PodSize("500m", "1Gi")
 # The nginx sidecar in front of every gateway pod: requests (nginx idles at a few MiB)
 # and limits.
 PROXY = PodSize("50m", "64Mi")

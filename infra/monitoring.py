@@ -69,6 +69,8 @@ class MonitoringArgs:
     gpus: bool  # TF Serving runs on GPU nodes: DCGM exporter and the GPU metric
     cpu_nodes: Nodes  # where the monitoring pods run
     gpu_nodes: Nodes  # where DCGM's exporter runs (one per GPU node)
+    # the device plugin's DaemonSet (namespace, name) the stack runs, for its alert
+    device_plugin: tuple[str, str] | None = None
 
 
 def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
@@ -342,7 +344,7 @@ class Monitoring(pulumi.ComponentResource):
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=NAMESPACE),
-            spec={"groups": alert_rules(serving_namespace, gpus=spec.gpus)},
+            spec={"groups": alert_rules(serving_namespace, spec.gpus, spec.device_plugin)},
             opts=after_stack,
         )
         self.dashboard = core.ConfigMap(

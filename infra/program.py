@@ -8,17 +8,19 @@ on what is visible here. ``make cost`` prices the same plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
 
 from infra import capacity
+from infra.account import look_up
 from infra.api_keys import key_ids, load_key_file
 from infra.aws import AwsArgs, AwsPlatform
-from infra.cluster import CPU_NODES, GPU_NODES, SystemNodesArgs
-from infra.config import PoolConfig, StackConfig, config_error, load_config
+from infra.cluster import CPU_NODES, DEVICE_PLUGIN_DAEMONSET, GPU_NODES, SystemNodesArgs
+from infra.config import PoolConfig, ScalingConfig, StackConfig, config_error, load_config
 from infra.eks_versions import support_warning
+from infra.gateway import POD as GATEWAY_POD
 from infra.gateway import GatewayArgs
 from infra.karpenter import CPU_DISRUPTION, GPU_DISRUPTION, NodePoolArgs
 from infra.kube import Nodes, Placement, PodSize, Replicas
@@ -29,7 +31,7 @@ from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from infra.project import PROJECT
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
 from infra.serving import Serving
-from infra.tf_serving import TfServingArgs
+from infra.tf_serving import CPU_POD, GPU_POD, TfServingArgs
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,25 @@ class Plan:
     @property
     def tiers(self) -> list[capacity.Tier]:
         """The workloads and the pools they run in, named by their config keys."""
-        tf_pool = self.aws.gpu_pool if self.tf_serving.gpus else self.aws.cpu_pool
-        return [
-            capacity.Tier("gateway", self.gateway.workload, self.aws.cpu_pool.capacity("cpuNodes")),
-            capacity.Tier(
-                "tfServing",
-                self.tf_serving.workload,
-                tf_pool.capacity("gpuNodes" if self.tf_serving.gpus else "cpuNodes"),
-            ),
-        ]
+        return _tiers(self.gateway, self.tf_serving, self.aws.cpu_pool, self.aws.gpu_pool)
+
+
+CPU_POOL_KEY, GPU_POOL_KEY = "cpuNodes", "gpuNodes"
+
+
+def _tiers(
+    gateway: GatewayArgs,
+    tf_serving: TfServingArgs,
+    cpu_pool: NodePoolArgs,
+    gpu_pool: NodePoolArgs,
+) -> list[capacity.Tier]:
+    tf_pool = (
+        gpu_pool.capacity(GPU_POOL_KEY) if tf_serving.gpus else cpu_pool.capacity(CPU_POOL_KEY)
+    )
+    return [
+        capacity.Tier("gateway", gateway.workload, cpu_pool.capacity(CPU_POOL_KEY)),
+        capacity.Tier("tfServing", tf_serving.workload, tf_pool),
+    ]
 
 
 def _pool(
@@ -75,15 +87,62 @@ def _pool(
     )
 
 
+def _size(scaling: ScalingConfig, default: PodSize) -> PodSize:
+    return PodSize(scaling.cpu or default.cpu, scaling.memory or default.memory)
+
+
 def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> Plan:
     """The Args of every component, checked: every pod fits its pool and the gateway's
-    memory holds what it needs (ConfigError naming the keys otherwise)."""
+    memory holds what it needs (ConfigError naming the keys otherwise). ``model.onGpu``
+    alone moves TF Serving between the pools: its size, the CPU pool's limit (unless the
+    stack sets ``cpuNodes.maxVcpus``) and what it scales on follow."""
     placement = {"high_availability": cfg.high_availability, "parked": cfg.parked}
     on_gpu = cfg.model.on_gpu
     # A parked stack runs no workload nodes, so no monitoring either (its history is lost).
     monitored = cfg.monitoring.enabled and not cfg.parked
     gpu_metric = (GPU_UTILISATION_METRIC, cfg.monitoring.target_gpu_percent)
     tls = cfg.tls
+    # Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not.
+    device_plugin = cfg.gpu_nodes.ami_family != "bottlerocket"
+    gateway = GatewayArgs(
+        pods=_size(cfg.gateway, GATEWAY_POD),
+        replicas=Replicas(
+            cfg.gateway.min_replicas,
+            cfg.gateway.max_replicas,
+            target_cpu_percent=cfg.gateway.target_cpu_percent,
+        ),
+        placement=Placement(CPU_NODES, **placement),
+        model_name=model_name,
+        api_key_file=api_key_file,
+    )
+    tf_serving = TfServingArgs(
+        pods=_size(cfg.tf_serving, GPU_POD if on_gpu else CPU_POD),
+        replicas=Replicas(
+            cfg.tf_serving.min_replicas,
+            cfg.tf_serving.max_replicas,
+            metric=gpu_metric if monitored and on_gpu else None,
+            target_cpu_percent=cfg.tf_serving.target_cpu_percent,
+        ),
+        placement=Placement(GPU_NODES if on_gpu else CPU_NODES, **placement),
+        model_name=model_name,
+        gpus=1 if on_gpu else 0,
+    )
+    gpu_pool = _pool(
+        "gpu",
+        cfg.gpu_nodes,
+        GPU_NODES,
+        cfg.gpu_nodes.max_gpus,
+        GPU_DISRUPTION,
+        cfg.gpu_nodes.ami_family,
+    )
+    cpu_pool = _pool("cpu", cfg.cpu_nodes, CPU_NODES, cfg.cpu_nodes.max_vcpus or 0, CPU_DISRUPTION)
+    if cfg.cpu_nodes.max_vcpus is None:
+        needed, _ = capacity.cpu_vcpus_needed(
+            _tiers(gateway, tf_serving, cpu_pool, gpu_pool),
+            cpu_pool.capacity(CPU_POOL_KEY).types,
+            cfg.monitoring.enabled,
+        )
+        cpu_pool = replace(cpu_pool, limit=needed)
     result = Plan(
         aws=AwsArgs(
             cluster_name=f"clothing-{cfg.stack}",
@@ -98,20 +157,11 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
             system_nodes=SystemNodesArgs(
                 cfg.system_nodes.instance_type, cfg.system_nodes.size, cfg.system_nodes.disk_size_gb
             ),
-            cpu_pool=_pool(
-                "cpu", cfg.cpu_nodes, CPU_NODES, cfg.cpu_nodes.max_vcpus, CPU_DISRUPTION
-            ),
-            gpu_pool=_pool(
-                "gpu",
-                cfg.gpu_nodes,
-                GPU_NODES,
-                cfg.gpu_nodes.max_gpus,
-                GPU_DISRUPTION,
-                cfg.gpu_nodes.ami_family,
-            ),
+            cpu_pool=cpu_pool,
+            gpu_pool=gpu_pool,
             controller_replicas=2 if cfg.high_availability else 1,
             # Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not.
-            device_plugin=cfg.gpu_nodes.ami_family != "bottlerocket",
+            device_plugin=device_plugin,
             endpoint=PublicEndpoint(
                 allowed_client_cidrs=cfg.allowed_client_cidrs,
                 certificate_arn=tls.certificate_arn if tls else None,
@@ -121,47 +171,27 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
             model_on_gpu=on_gpu,
             tags={"stack": cfg.stack, "project": PROJECT},
         ),
-        gateway=GatewayArgs(
-            pods=PodSize(cfg.gateway.cpu, cfg.gateway.memory),
-            replicas=Replicas(
-                cfg.gateway.min_replicas,
-                cfg.gateway.max_replicas,
-                target_cpu_percent=cfg.gateway.target_cpu_percent,
-            ),
-            placement=Placement(CPU_NODES, **placement),
-            model_name=model_name,
-            api_key_file=api_key_file,
-        ),
-        tf_serving=TfServingArgs(
-            pods=PodSize(cfg.tf_serving.cpu, cfg.tf_serving.memory),
-            replicas=Replicas(
-                cfg.tf_serving.min_replicas,
-                cfg.tf_serving.max_replicas,
-                metric=gpu_metric if monitored and on_gpu else None,
-                target_cpu_percent=cfg.tf_serving.target_cpu_percent,
-            ),
-            placement=Placement(GPU_NODES if on_gpu else CPU_NODES, **placement),
-            model_name=model_name,
-            gpus=1 if on_gpu else 0,
-        ),
+        gateway=gateway,
+        tf_serving=tf_serving,
         monitoring=MonitoringArgs(
             retention_days=cfg.monitoring.retention_days,
             gpus=on_gpu,
             cpu_nodes=CPU_NODES,
             gpu_nodes=GPU_NODES,
+            device_plugin=DEVICE_PLUGIN_DAEMONSET if device_plugin else None,
         )
         if monitored
         else None,
     )
     if shortfall := result.gateway.memory_shortfall():
         raise config_error(
-            f"gateway: memory {cfg.gateway.memory} is too little for the gateway: {shortfall}"
+            f"gateway: memory {gateway.pods.memory} is too little for the gateway: {shortfall}"
         )
     system = capacity.INSTANCE_TYPES[cfg.system_nodes.instance_type]
     try:
         capacity.check(
             result.tiers,
-            result.aws.cpu_pool.capacity("cpuNodes"),
+            result.aws.cpu_pool.capacity(CPU_POOL_KEY),
             system,
             monitoring=cfg.monitoring.enabled,
         )
@@ -179,7 +209,11 @@ def main() -> dict[str, pulumi.Output[Any]]:
     export = find_export(cfg.model)
     stack = plan(cfg, export.name, api_key_file)
 
-    aws = AwsPlatform("aws", stack.aws, export)
+    # The account's side, before anything is declared (ConfigError likewise).
+    account = look_up(
+        stack.aws.admin_principal_arns, stack.aws.spot, stack.aws.cluster_version, cfg.region
+    )
+    aws = AwsPlatform("aws", stack.aws, export, account)
     serving = Serving(
         "serving",
         gateway=stack.gateway,

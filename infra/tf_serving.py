@@ -41,6 +41,12 @@ core = k8s.core.v1
 # before it is ready: pulumi-kubernetes's default 10 minutes is too short.
 TIMEOUT_S = 45 * 60
 METRICS_PATH = "/monitoring/prometheus/metrics"  # on the REST port (config/monitoring.config)
+# A TF Serving container's size unless the stack says (tfServing.cpu, tfServing.memory). On
+# a GPU node the GPU does the work, and two cores feed it (decoding requests, batching); on
+# CPU nodes one core, so a pod fits the smallest CPU types the stacks use (t3.large,
+# m6i.large: under 1.8 cores left for pods), and the autoscaler adds pods instead.
+GPU_POD = PodSize("2", "6Gi")
+CPU_POD = PodSize("1", "6Gi")
 
 
 @dataclass(frozen=True)

@@ -131,10 +131,31 @@ def _plain(value: Any, secrets: set[str], path: str = "") -> Any:
     return value
 
 
+# EKS's default add-on versions per Kubernetes version, as `aws eks describe-addon-versions`
+# lists them (the shape: aws_eks_addon_version's addon_name, kubernetes_version, version).
+ADDON_VERSIONS = {
+    "1.36": {"metrics-server": "v0.8.0-eksbuild.3", "eks-pod-identity-agent": "v1.3.9-eksbuild.1"},
+    "1.35": {"metrics-server": "v0.8.0-eksbuild.2", "eks-pod-identity-agent": "v1.3.8-eksbuild.2"},
+    "1.34": {"metrics-server": "v0.8.0-eksbuild.1", "eks-pod-identity-agent": "v1.3.8-eksbuild.1"},
+}
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    """Resources are recorded; invokes answer as the AWS provider does, for an account a
+    test may set up: who deploys, which service-linked roles exist, which add-on versions
+    EKS publishes."""
+
+    def __init__(
+        self,
+        caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci",
+        service_roles: tuple[str, ...] = ("AWSServiceRoleForEC2Spot",),
+        addon_versions: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[str] = []
+        self.caller_arn = caller_arn
+        self.service_roles = service_roles
+        self.addon_versions = ADDON_VERSIONS if addon_versions is None else addon_versions
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = {} if args.typ in OPAQUE else dict(args.inputs)
@@ -172,9 +193,34 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
-                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "arn": self.caller_arn,
                 "userId": "AIDAEXAMPLE",
                 "id": ACCOUNT,
+            }, []
+        if args.token == "aws:iam/getRoles:getRoles":
+            # ListRoles under the path prefix: the roles there, or empty lists
+            # (terraform-provider-aws internal/service/iam/roles_data_source.go sets arns
+            # and names from whatever ListRoles returned, and never fails on none).
+            prefix = str(args.args.get("pathPrefix", "/"))
+            names = [
+                n for n in self.service_roles if prefix == "/aws-service-role/spot.amazonaws.com/"
+            ]
+            arns = [f"arn:aws:iam::{ACCOUNT}:role{prefix}{n}" for n in names]
+            return {"arns": arns, "names": names, "pathPrefix": prefix, "id": "us-east-1"}, []
+        if args.token == "aws:eks/getAddonVersion:getAddonVersion":
+            addon, version = args.args["addonName"], args.args["kubernetesVersion"]
+            found = self.addon_versions.get(version, {}).get(addon)
+            if found is None:
+                # what the provider's data source answers when EKS lists no version
+                # (addon_version_data_source.go: "reading EKS Add-On version info")
+                reason = f"reading EKS Add-On version info ({addon}): couldn't find resource"
+                return {}, [("addonName", reason)]
+            return {
+                "addonName": addon,
+                "kubernetesVersion": version,
+                "mostRecent": False,
+                "version": found,
+                "id": addon,
             }, []
         raise NotImplementedError(f"unexpected invoke {args.token}")
 
@@ -185,6 +231,7 @@ class _Node:
     name: str
     parent: int | None  # the node's key, None: the stack
     was_under: tuple[int | None, ...]  # the parents its aliases name (None: the stack)
+    retained: bool  # retain_on_delete: `pulumi destroy` leaves it in the cloud
 
 
 @dataclass
@@ -246,9 +293,14 @@ def stack_config(stack: str) -> dict[str, Any]:
     return stack_file(stack)
 
 
-def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> StackRun:
+def run_stack(
+    stack: str,
+    config: dict[str, Any],
+    secret_keys: tuple[str, ...] = (),
+    mocks: RecordingMocks | None = None,
+) -> StackRun:
     """Run infra.program.main() for ``stack`` with ``config`` (full keys, raw values);
-    ``secret_keys`` were set with ``--secret``."""
+    ``secret_keys`` were set with ``--secret``; ``mocks``: the AWS account it finds."""
     from infra import program
 
     pulumi.runtime.set_all_config(
@@ -258,7 +310,7 @@ def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] =
         },
         list(secret_keys),
     )
-    mocks = RecordingMocks()
+    mocks = mocks or RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     run = StackRun(stack, config, mocks.resources)
 
@@ -283,7 +335,11 @@ def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] =
             and (alias.parent is None or isinstance(alias.parent, pulumi.Resource))
         )
         run.nodes[id(args.resource)] = _Node(
-            args.type_, args.name, None if parent is None else id(parent), was_under
+            args.type_,
+            args.name,
+            None if parent is None else id(parent),
+            was_under,
+            bool(args.opts and args.opts.retain_on_delete),
         )
         return None
 

@@ -89,9 +89,9 @@ def test_committed_stacks_are_valid_and_current(stack: str) -> None:
             "tfServing.maxReplicas (2) + 1 surge pod need 3 GPUs but gpuNodes.maxGpus is 2",
         ),
         (
-            ["gateway", "maxReplicas"],
-            12,
-            "gateway.maxReplicas (12) + 1 surge pod and the monitoring pods (monitoring.enabled) may need 16 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 8",
+            ["cpuNodes", "maxVcpus"],
+            6,
+            "gateway.maxReplicas (3) + 1 surge pod and the monitoring pods (monitoring.enabled) may need 8 vCPUs of cpuNodes.instanceTypes, but cpuNodes.maxVcpus is 6",
         ),
         (
             ["tfServing", "memory"],
@@ -232,12 +232,9 @@ def test_entry_point_reports_bad_config_without_a_traceback(
 
 def test_compose_gives_the_gateway_the_memory_of_a_pod() -> None:
     """`make run` sizes the gateway's decoding budget as the cluster does."""
-    from infra.config import GatewayScalingConfig
-    from infra.kube import PodSize
+    from infra.gateway import POD
     from tests.support.compose import compose_services
 
     mem_limit = compose_services()["gateway"]["mem_limit"]
     assert mem_limit.endswith("g")
-    pod_default = GatewayScalingConfig(minReplicas=1, maxReplicas=1)
-    pod = PodSize(pod_default.cpu, pod_default.memory).requests
-    assert int(mem_limit[:-1]) * 1024 == pod.memory_mib
+    assert int(mem_limit[:-1]) * 1024 == POD.requests.memory_mib

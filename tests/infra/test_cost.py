@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
+import yaml
 
-from infra.capacity import INSTANCE_TYPES
+from infra.capacity import INSTANCE_TYPES, PRICE_REGION
 from infra.config import parse_stack_file
 from infra.cost import PRICES, estimate, main
+from tests.infra.harness import ROOT
 
 
 def test_parked_minimum_and_maximum_add_up() -> None:
@@ -42,7 +45,28 @@ def test_extended_support_is_priced_past_the_end_of_standard_support() -> None:
 
 
 def test_cli_prints_both_stacks(capsys: pytest.CaptureFixture[str]) -> None:
-    main([])
-    out = capsys.readouterr().out
-    assert out.startswith("dev: $") and "\nprod: $" in out
-    assert "parked" in out and "at maximum" in out
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"On-demand list prices in {PRICE_REGION}, USD, 730 hours a month.")
+    assert "\ndev: $" in out and "\nprod: $" in out
+    assert "parked" in out and "at maximum" in out and "/month)" in out
+    assert "without GPUs (model.onGpu: false): $0.49/h" in out  # dev, as the issue measured
+    assert err == ""  # both stacks deploy where the prices are from
+
+
+def test_cli_warns_of_another_region_and_names_a_bad_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    dev["config"]["aws:region"] = "eu-west-1"
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev))
+    dev["config"]["clothing-serving:gateway"]["maxReplicas"] = "many"
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(dev))
+    monkeypatch.setattr("infra.config.REPO_ROOT", tmp_path)
+    assert main(["dev"]) == 0
+    assert (
+        "warning: dev deploys to eu-west-1; these are us-east-1 prices" in capsys.readouterr().err
+    )
+    assert main(["bad"]) == 1
+    err = capsys.readouterr().err
+    assert "clothing-serving:gateway.maxReplicas" in err and "Traceback" not in err

@@ -69,8 +69,14 @@ DCGM = {
 }  # fmt: skip
 DCGM_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname", "pod", "namespace", "container"}
 # kube-state-metrics, docs/metrics/workload/deployment-metrics.md (both STABLE), labelled
-# namespace and deployment.
-KUBE_STATE_METRICS = {"kube_deployment_status_replicas_available", "kube_deployment_spec_replicas"}
+# namespace and deployment, and docs/metrics/workload/daemonset-metrics.md (STABLE),
+# labelled namespace and daemonset.
+KUBE_STATE_LABELS = {
+    "kube_deployment_status_replicas_available": {"namespace", "deployment"},
+    "kube_deployment_spec_replicas": {"namespace", "deployment"},
+    "kube_daemonset_status_number_unavailable": {"namespace", "daemonset"},
+}
+KUBE_STATE_METRICS = set(KUBE_STATE_LABELS)
 # The labels of TF Serving's series (util.cc and batching_session.cc, above).
 TF_SERVING_LABELS = {
     ":tensorflow:serving:request_count": {"model_name", "status"},
@@ -96,7 +102,7 @@ def documented_labels(name: str) -> set[str]:
     if name in DCGM:
         return DCGM_LABELS | TARGET_LABELS
     if name in KUBE_STATE_METRICS:
-        return {"namespace", "deployment"} | TARGET_LABELS
+        return KUBE_STATE_LABELS[name] | TARGET_LABELS
     base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in TF_SERVING_COUNTERS else name
     labels = TF_SERVING_LABELS[base] | TARGET_LABELS
     return labels | {"le"} if name.endswith("_bucket") else labels
@@ -310,6 +316,7 @@ def test_alerts_cover_errors_latency_readiness_and_gpu_memory(stacks: dict[str, 
     alerts = {r["alert"] for g in rule.inputs["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
         "GatewayErrors", "GatewayLatencyHigh", "TFServingNotReady", "GPUMemoryNearlyFull",
+        "GPUDevicePluginDown",
     }  # fmt: skip
     runbook = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for alert in alerts:

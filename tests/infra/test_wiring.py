@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from infra.config import stack_file
+from infra.config import parse_stack_file, stack_file
 from infra.karpenter import NAMESPACE as KARPENTER_NAMESPACE
 from infra.network import DISCOVERY_TAG
+from infra.program import plan
 from infra.serving import NAMESPACE
+from serving_contract.model import DEFAULT_MODEL_NAME
 from tests.infra.harness import ROOT, Recorded, StackRun
 
 PREFIX = "clothing-serving:"
@@ -97,7 +99,10 @@ def test_pools_follow_the_stack_config(run: StackRun) -> None:
             "name": pool,
         }
         _node_class(run, pool)  # the class it names exists
-    assert _node_pool(run, "cpu")["limits"] == {"cpu": str(cfg[PREFIX + "cpuNodes"]["maxVcpus"])}
+    # what the CPU pool's pods need, as the plan computed it (the stacks leave it unset)
+    assert "maxVcpus" not in cfg[PREFIX + "cpuNodes"]
+    planned = plan(parse_stack_file(run.stack), DEFAULT_MODEL_NAME).aws.cpu_pool.limit
+    assert _node_pool(run, "cpu")["limits"] == {"cpu": str(planned)}
     assert _node_pool(run, "gpu")["limits"] == {
         "nvidia.com/gpu": str(cfg[PREFIX + "gpuNodes"]["maxGpus"])
     }
@@ -113,6 +118,16 @@ def test_gpu_is_requested_and_device_plugin_runs_on_gpu_nodes(run: StackRun) -> 
     gpu_labels = _node_pool(run, "gpu")["template"]["metadata"]["labels"]
     assert plugin_pod["nodeSelector"].items() <= gpu_labels.items()
     assert any(t["key"] == "nvidia.com/gpu" for t in plugin_pod["tolerations"])
+    [container] = plugin_pod["containers"]
+    # NVIDIA's published securityContext (k8s-device-plugin v0.17.1,
+    # deployments/static/nvidia-device-plugin.yml), no stricter
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert "securityContext" not in plugin_pod
+    # on GPU nodes only, so a plugin that cannot start there crash-loops (and alerts)
+    assert {"name": "FAIL_ON_INIT_ERROR", "value": "true"} in container["env"]
 
 
 def test_karpenter_finds_the_subnets_and_security_group(run: StackRun) -> None:
