@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.fetch import SafeFetcher
 from gateway.imaging import Decoder, Pixels, scale_pixels
 from gateway.metrics import Metrics
@@ -64,7 +64,7 @@ class Classifier:
         for index, future in enumerate(futures):
             try:
                 results.append(future.result())
-            except ApiError as exc:
+            except Failure as exc:
                 for pending in futures[index + 1 :]:
                     pending.cancel()
                 raise exc.prefixed(f"urls[{index}]") from None

@@ -14,8 +14,8 @@ before decoding, the peak it would need is compared with a budget of 1.5x the 8-
 size of an image at the pixel cap (``MAX_IMAGE_PIXELS``). Only an image whose mode forces
 full-size copies (alpha with a non-``nearest`` resize filter), a WebP (libwebp's own
 canvas) or a progressive JPEG (libjpeg's whole-image coefficient buffer, ``gateway.jpeg``)
-can be over it, and is refused with 413 before it costs anything; so is a JPEG of more
-scans than encoders write, whose CPU cost has no bound. An EXIF-rotated image is turned
+can be over it, and is refused as ``image_too_large`` before it costs anything; so is a
+JPEG of more scans than encoders write, whose CPU cost has no bound. An EXIF-rotated image is turned
 upright before the resize when a full-size copy fits the budget, else the small result is.
 Nothing is decoded before that check: the EXIF orientation is read from the header only.
 """
@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gateway import jpeg
 from gateway.decode_memory import MemoryGate
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from serving_contract.gateway_env import image_peak_bytes
 from serving_contract.model import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 
@@ -214,17 +214,18 @@ class Decoder:
         return image_peak_bytes(self.max_pixels)
 
     def __call__(self, data: bytes, size: tuple[int, int]) -> Pixels:
-        """(height, width, 3) uint8 RGB pixels; ApiError 415/413/422 for non-images, bombs
-        and bad data."""
+        """(height, width, 3) uint8 RGB pixels; a Failure for non-images
+        (``unsupported_media_type``), bombs (``image_too_large``) and bad data
+        (``undecodable_image``)."""
         kind = sniff(data)
         if kind is None:
-            raise ApiError("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
+            raise Failure("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
         try:
             return self._decode(data, kind, size)
         except Image.DecompressionBombError as exc:
-            raise ApiError("image_too_large", str(exc)) from None
+            raise Failure("image_too_large", str(exc)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ApiError("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
+            raise Failure("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
 
     def plan(self, img: Image.Image, data: bytes, kind: str) -> DecodePlan:
         """The decode of an opened (header-only) image, before any pixel is decoded."""
@@ -232,7 +233,7 @@ class Decoder:
         if kind == "JPEG":
             scans = jpeg.scan_count(data, stop_after=MAX_JPEG_SCANS)
             if scans > MAX_JPEG_SCANS:
-                raise ApiError(
+                raise Failure(
                     "image_too_large",
                     f"a JPEG of more than {MAX_JPEG_SCANS} scans (encoders write at most a "
                     "few dozen): re-encode it",
@@ -252,12 +253,12 @@ class Decoder:
         img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
         w, h = img.size
         if w * h > self.max_pixels:
-            raise ApiError(
+            raise Failure(
                 "image_too_large", f"image is {w}x{h} pixels; the limit is {self.max_pixels}"
             )
         plan = self.plan(img, data, kind)
         if plan.peak_bytes > self.memory_budget:
-            raise ApiError(
+            raise Failure(
                 "image_too_large",
                 f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // 2**20} "
                 f"MiB to decode and resize with {self.resize_filter!r}; the limit is "

@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.errors import ApiError
+from gateway.failures import Failure
 
 
 def to_probabilities(scores: npt.NDArray[np.float64], activation: str) -> npt.NDArray[np.float64]:
     """Softmax over the last axis (for logits), or the scores as they are."""
     values = scores.astype(np.float64)
     if not np.all(np.isfinite(values)):
-        raise ApiError("model_error", "the model returned non-finite scores")
+        raise Failure("model_error", "the model returned non-finite scores")
     if activation == "none":
         return values
     shifted = values - values.max(axis=-1, keepdims=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gateway.errors import ApiError, bad_request
+from gateway.failures import Failure, bad_request
 from gateway.openapi import openapi_document
 from gateway.request_parsing import parse_json_body
 from gateway.runtime import current_gateway
@@ -40,7 +40,7 @@ def predict() -> Any:
         return jsonify(_single(classifier.classify_upload(upload.read())))
     if mimetype.startswith("image/"):
         return jsonify(_single(classifier.classify_upload(request.get_data(cache=False))))
-    raise ApiError(
+    raise Failure(
         "unsupported_content_type",
         "send application/json ({'url': ...} or {'urls': [...]}), "
         "multipart/form-data with an 'image' field, or an image/* body",
@@ -57,7 +57,7 @@ def readyz() -> Any:
     gateway = current_gateway()
     ready, detail = gateway.classifier.model.readiness()
     if not ready:
-        raise ApiError("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
+        raise Failure("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
     return jsonify({"status": "ready", "detail": detail})
 
 
