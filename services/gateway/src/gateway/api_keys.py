@@ -9,10 +9,9 @@ time taken says nothing about which key came close. What a key and a key id may 
 the file's lines, are the contract's (``serving_contract.api_keys``).
 
 Kubernetes updates a mounted Secret in place; the file is read again at most every
-``API_KEYS_RELOAD_S`` seconds (``RELOAD_S`` by default), so a second key can be added, the
-clients moved to it, and the first removed, with no restart and no request refused along
-the way. A changed file that does not parse is logged and ignored: the keys in force stay
-in force.
+``API_KEYS_RELOAD_S`` seconds, so a second key can be added, the clients moved to it, and
+the first removed, with no restart and no request refused along the way. A changed file
+that does not parse is logged and ignored: the keys in force stay in force.
 
 File format, one key per line (``#`` comments and blank lines ignored)::
 
@@ -33,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving_contract.api_keys import DIGEST, KEY, KEY_ID, KEY_RULE, key_line
+from serving_contract.gateway_env import API_KEYS_RELOAD_S
 
-RELOAD_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +84,7 @@ class KeyDigests:
 class KeyFile:
     """The digests in a key file, read again when it may have changed."""
 
-    def __init__(self, path: Path, reload_s: float = RELOAD_S) -> None:
+    def __init__(self, path: Path, reload_s: float = API_KEYS_RELOAD_S.default) -> None:
         self.path = path
         self.reload_s = reload_s
         self._text = path.read_text()
@@ -94,7 +93,7 @@ class KeyFile:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, reload_s: float = RELOAD_S) -> KeyFile:
+    def load(cls, path: Path, reload_s: float = API_KEYS_RELOAD_S.default) -> KeyFile:
         """Raises ``KeyFileError`` naming the file when it is missing or malformed."""
         try:
             return cls(path, reload_s)

@@ -26,6 +26,14 @@ import idna
 
 from gateway.failures import Failure
 from gateway.netguard import AccessPolicy, BlockedAddressError, IPAddress
+from serving_contract.gateway_env import (
+    CONNECT_TIMEOUT_S,
+    DOWNLOAD_TIMEOUT_S,
+    MAX_IMAGE_BYTES,
+    MAX_REDIRECTS,
+    READ_TIMEOUT_S,
+    USER_AGENT,
+)
 
 Resolver = Callable[[str, int], list[IPAddress]]
 MAX_URL_LENGTH = 2048
@@ -40,12 +48,12 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class FetchLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 5.0
-    total_timeout_s: float = 10.0
-    max_redirects: int = 3
-    user_agent: str = "clothing-gateway"
+    max_bytes: int = MAX_IMAGE_BYTES.default
+    connect_timeout_s: float = CONNECT_TIMEOUT_S.default
+    read_timeout_s: float = READ_TIMEOUT_S.default
+    total_timeout_s: float = DOWNLOAD_TIMEOUT_S.default
+    max_redirects: int = MAX_REDIRECTS.default
+    user_agent: str = USER_AGENT.default
 
 
 def system_resolver(host: str, port: int) -> list[IPAddress]:

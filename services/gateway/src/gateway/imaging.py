@@ -33,7 +33,13 @@ from PIL import Image, UnidentifiedImageError
 from gateway import jpeg
 from gateway.decode_memory import MemoryGate
 from gateway.failures import Failure
-from serving_contract.gateway_env import image_peak_bytes
+from serving_contract.gateway_env import (
+    EXIF_TRANSPOSE,
+    MAX_IMAGE_PIXELS,
+    MIB,
+    RESIZE_FILTER,
+    image_peak_bytes,
+)
 from serving_contract.model import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -42,6 +48,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "GIF"),
     (b"GIF89a", "GIF"),
 )
+# RESIZE_FILTER's values (the settings accept these names) and the Pillow filter of each.
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -74,10 +81,10 @@ _WIDE_MODE_BYTES = 4
 # coefficient tables and intermediate (~0.7 bytes a pixel), WebP's whole pipeline
 # (libwebp's RGBA canvas, the frame's bytes and Pillow's copy: ~8 MiB plus ~16 a pixel),
 # and an upright copy of a rotated image (its decoded size plus ~4 MiB).
-_CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * 2**20
-_WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * 2**20
+_CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * MIB
+_WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * MIB
 _RESAMPLE_BYTES = 1.0
-_UPRIGHT_FIXED = 4 * 2**20
+_UPRIGHT_FIXED = 4 * MIB
 # Above what any encoder writes (libjpeg's progression: 10 scans, 18 for CMYK); each scan
 # is a pass over the whole image's coefficients.
 MAX_JPEG_SCANS = 100
@@ -199,9 +206,9 @@ def plan_decode(
 
 @dataclass(frozen=True)
 class Decoder:
-    resize_filter: str = "nearest"
-    exif_transpose: bool = True
-    max_pixels: int = 40_000_000
+    resize_filter: str = RESIZE_FILTER.default
+    exif_transpose: bool = EXIF_TRANSPOSE.default
+    max_pixels: int = MAX_IMAGE_PIXELS.default
     # Shared by the process's threads: a decode waits for its planned peak to be free.
     gate: MemoryGate | None = None
 
@@ -260,9 +267,9 @@ class Decoder:
         if plan.peak_bytes > self.memory_budget:
             raise Failure(
                 "image_too_large",
-                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // 2**20} "
+                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // MIB} "
                 f"MiB to decode and resize with {self.resize_filter!r}; the limit is "
-                f"{self.memory_budget // 2**20} MiB: send a smaller image",
+                f"{self.memory_budget // MIB} MiB: send a smaller image",
             )
         with self.gate.reserve(plan.peak_bytes) if self.gate else contextlib.nullcontext():
             return self._convert(img, plan, FILTERS[self.resize_filter], size)
