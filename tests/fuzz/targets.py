@@ -2,7 +2,8 @@
 bytes, each with the property it must keep for every input. A target raises (a bug) only
 when the property breaks; the errors the gateway answers with are the expected outcome.
 
-- ``decode``: image bytes -> (24, 32, 3) uint8 pixels, or a 413/415/422 ApiError.
+- ``decode``: image bytes -> (24, 32, 3) uint8 pixels, or a decoding failure (the 413,
+  415 and 422 codes).
 - ``url``: a client's URL -> a target whose host and path are safe to put in an HTTP
   request line and Host header (ASCII, no whitespace, no delimiters), or invalid_url.
 - ``body``: a JSON request body -> 1..MAX_URLS URLs, or bad_request.
@@ -19,7 +20,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from gateway._proto.tensorflow_serving.apis import predict_pb2
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.fetch import parse_url
 from gateway.imaging import Decoder
 from gateway.model_client import read_prediction
@@ -36,7 +37,7 @@ SIZE = (24, 32)
 def decode(data: bytes) -> None:
     try:
         pixels = DECODER(data, SIZE)
-    except ApiError as exc:
+    except Failure as exc:
         assert exc.code in DECODE_ERRORS, exc.code
         return
     assert pixels.shape == (*SIZE, 3) and pixels.dtype == np.uint8, pixels.shape
@@ -52,7 +53,7 @@ def url(data: bytes) -> None:
     text = data.decode("utf-8", errors="surrogateescape")  # invalid bytes: lone surrogates
     try:
         target = parse_url(text)
-    except ApiError as exc:
+    except Failure as exc:
         assert exc.code == "invalid_url", exc.code
         return
     assert target.scheme in ("http", "https")
@@ -68,7 +69,7 @@ MAX_URLS = 4
 def body(data: bytes) -> None:
     try:
         request = parse_json_body(data, MAX_URLS)
-    except ApiError as exc:
+    except Failure as exc:
         assert exc.code == "bad_request", exc.code
         return
     assert 1 <= len(request.urls) <= MAX_URLS
@@ -92,7 +93,7 @@ def predict_response(data: bytes) -> None:
     ):
         try:
             prediction = read_prediction(response, signature, LABELS, batch_size=2)
-        except ApiError as exc:
+        except Failure as exc:
             assert exc.code == "model_error", exc.code
             continue
         assert prediction.scores.shape == (2, len(prediction.labels))

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.api_keys import KeyDigests, KeyFile, KeyFileError, presented_key
+from gateway.api_keys import KeyDigests, KeyFile, KeyFileError
 from gateway.errors import ERRORS
+from gateway.guards import presented_key
 from gateway.settings import Settings, SettingsError
 from serving_contract.api_keys import digest
 from tests.gateway.conftest import TEST_ENV

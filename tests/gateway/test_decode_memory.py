@@ -18,7 +18,8 @@ import requests
 from PIL import Image
 
 from gateway.decode_memory import MemoryGate, container_memory_limit
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 from gateway.settings import Settings, SettingsError
 from serving_contract.gateway_env import MIB, WORKER_BASE_BYTES, image_peak_bytes
 from tests.gateway.conftest import TEST_ENV
@@ -107,10 +108,11 @@ def test_a_decode_that_cannot_get_memory_in_time_is_503_with_retry_after() -> No
     gate = MemoryGate(capacity=100, wait_s=0.2, retry_after_s=7)
     with gate.reserve(80):
         started = time.monotonic()
-        with pytest.raises(ApiError) as info, gate.reserve(30):
+        with pytest.raises(Failure) as info, gate.reserve(30):
             pass
         assert 0.2 <= time.monotonic() - started < 1.0
-    assert (info.value.status, info.value.code, info.value.retry_after) == (503, "decoder_busy", 7)
+    busy = info.value
+    assert (ERRORS[busy.code].status, busy.code, busy.retry_after) == (503, "decoder_busy", 7)
     with pytest.raises(RuntimeError), gate.reserve(50):
         raise RuntimeError("a failed decode")
     assert gate.used == 0  # released all the same

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
+from typing import get_args
 
 import grpc
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from gateway.errors import ERRORS
+from gateway.failures import Code
 from tests.gateway.conftest import ClientFactory, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
@@ -266,3 +271,31 @@ def test_unexpected_exception_is_json_500(
         500,
         "internal_error",
     )
+
+
+def test_failures_name_exactly_the_registrys_codes() -> None:
+    """mypy checks every code raised against ``Code``; this checks ``Code`` against the
+    registry, so a raised code always has a status and words."""
+    assert sorted(get_args(Code)) == sorted(ERRORS)
+
+
+# Everything below the routes: what fetches, decodes, reads the body and keys, and calls
+# the model raises Failures and leaves HTTP to the registry.
+THE_WORK = (
+    "api_keys", "classifier", "decode_memory", "fetch", "imaging", "jpeg", "model_client",
+    "model_errors", "postprocess", "request_body", "request_parsing", "settings", "signature",
+)  # fmt: skip
+
+
+def test_the_work_imports_neither_flask_nor_the_registry() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {THE_WORK!r}: importlib.import_module('gateway.' + name)\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug')"
+        " or m == 'gateway.errors')\n"
+        "print(web); sys.exit(1 if web else 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,8 @@ import time
 import pytest
 from flask.testing import FlaskClient
 
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 from gateway.fetch import FetchLimits, SafeFetcher
 from gateway.netguard import AccessPolicy
 from tests.support.image_host import ImageHost
@@ -20,7 +21,7 @@ CAP = 1024 * 1024
 SLACK_S = 1.5  # scheduling on a loaded 2-core machine
 
 
-def _fetch(url: str, **limits: float) -> tuple[ApiError, float]:
+def _fetch(url: str, **limits: float) -> tuple[Failure, float]:
     fetcher = SafeFetcher(
         LOOPBACK,
         FetchLimits(
@@ -31,7 +32,7 @@ def _fetch(url: str, **limits: float) -> tuple[ApiError, float]:
         ),
     )
     started = time.monotonic()
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(url)
     return info.value, time.monotonic() - started
 
@@ -39,28 +40,28 @@ def _fetch(url: str, **limits: float) -> tuple[ApiError, float]:
 def test_slowloris_body_is_cut_at_the_total_deadline(image_host: ImageHost) -> None:
     # A byte every 0.3 s never trips the 1 s read timeout; only the total deadline stops it.
     error, elapsed = _fetch(image_host.url("/trickle?every=0.3&for=30"))
-    assert (error.status, error.code) == (504, "download_timeout")
+    assert (ERRORS[error.code].status, error.code) == (504, "download_timeout")
     assert TOTAL_S - 0.1 <= elapsed <= TOTAL_S + SLACK_S
     print(f"trickled body held the request {elapsed:.2f} s (total deadline {TOTAL_S} s)")
 
 
 def test_slowloris_headers_are_cut_at_the_total_deadline(image_host: ImageHost) -> None:
     error, elapsed = _fetch(image_host.url("/slow-headers?every=0.3"))
-    assert (error.status, error.code) == (504, "download_timeout")
+    assert (ERRORS[error.code].status, error.code) == (504, "download_timeout")
     assert TOTAL_S - 0.1 <= elapsed <= TOTAL_S + SLACK_S
 
 
 def test_stalled_body_is_cut_at_the_read_timeout(image_host: ImageHost) -> None:
     # Nothing after the first bytes: the read timeout fires well before the total deadline.
     error, elapsed = _fetch(image_host.url("/trickle?every=10&for=30"), total=5.0)
-    assert (error.status, error.code) == (504, "download_timeout")
+    assert (ERRORS[error.code].status, error.code) == (504, "download_timeout")
     assert READ_S - 0.1 <= elapsed <= READ_S + SLACK_S
 
 
 def test_endless_body_stops_at_the_byte_cap(image_host: ImageHost) -> None:
     sent_before = image_host.endless_bytes_sent
     error, elapsed = _fetch(image_host.url("/endless"))
-    assert (error.status, error.code) == (413, "image_too_large")
+    assert (ERRORS[error.code].status, error.code) == (413, "image_too_large")
     assert elapsed < TOTAL_S
     time.sleep(0.3)  # let the server notice the closed socket
     sent = image_host.endless_bytes_sent - sent_before
@@ -72,14 +73,14 @@ def test_endless_body_stops_at_the_byte_cap(image_host: ImageHost) -> None:
 
 def test_declared_huge_body_is_refused_before_reading(image_host: ImageHost) -> None:
     error, elapsed = _fetch(image_host.url("/huge-declared"))
-    assert (error.status, error.code) == (413, "image_too_large")
+    assert (ERRORS[error.code].status, error.code) == (413, "image_too_large")
     assert elapsed < 0.5
 
 
 def test_redirect_loop_stops_at_the_cap(image_host: ImageHost) -> None:
     hits_before = image_host.hits.count("/loop")
     error, elapsed = _fetch(image_host.url("/loop"))
-    assert (error.status, error.code) == (502, "too_many_redirects")
+    assert (ERRORS[error.code].status, error.code) == (502, "too_many_redirects")
     assert image_host.hits.count("/loop") - hits_before == 4  # first request + 3 redirects
     assert elapsed < TOTAL_S
 

@@ -31,7 +31,8 @@ SLACK = 3 * 2**20  # allocator granularity and the decoders' own buffers
 CHILD = """
 import json, sys
 from gateway.imaging import Decoder
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 
 def peak_kib():
     with open("/proc/self/status") as status:
@@ -43,8 +44,8 @@ before = peak_kib()
 try:
     decoder(data, (299, 299))
     status = 200
-except ApiError as exc:
-    status = exc.status
+except Failure as exc:
+    status = ERRORS[exc.code].status
 print(json.dumps({"growth": (peak_kib() - before) * 1024, "status": status}))
 """
 
@@ -186,14 +187,14 @@ def _progressive_jpeg(size: tuple[int, int]) -> bytes:
 def test_a_jpeg_of_endless_scans_is_refused_before_decoding() -> None:
     """Each scan is a pass over the whole image: repeating one small scan thousands of
     times made a few hundred KB cost minutes of CPU. Refused from its markers, at once."""
-    from gateway.errors import ApiError
+    from gateway.failures import Failure
     from gateway.imaging import MAX_JPEG_SCANS, Decoder
 
     data = _progressive_jpeg((2000, 2000))
     last_scan = data[data.rindex(b"\xff\xda") : data.rindex(b"\xff\xd9")]
     bomb = data[: data.rindex(b"\xff\xd9")] + last_scan * 1000 + b"\xff\xd9"
     started = time.process_time()
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Failure) as refused:
         Decoder()(bomb, (299, 299))
     assert refused.value.code == "image_too_large"
     assert f"more than {MAX_JPEG_SCANS} scans" in refused.value.message

@@ -7,7 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 from gateway.request_parsing import parse_json_body
 
 MAX_URLS = 4
@@ -23,8 +24,8 @@ json_values = st.recursive(
 def _parse(raw: bytes) -> None:
     try:
         result = parse_json_body(raw, MAX_URLS)
-    except ApiError as exc:
-        assert exc.status == 400
+    except Failure as exc:
+        assert ERRORS[exc.code].status == 400
         assert exc.code == "bad_request"
         assert exc.message
         return
@@ -76,8 +77,8 @@ def test_url_parser_accepts_or_rejects_cleanly(url: str) -> None:
 
     try:
         target = parse_url(url)
-    except ApiError as exc:
-        assert (exc.status, exc.code) == (400, "invalid_url")
+    except Failure as exc:
+        assert (ERRORS[exc.code].status, exc.code) == (400, "invalid_url")
         return
     assert target.scheme in ("http", "https")
     assert target.host and 0 < target.port < 65536

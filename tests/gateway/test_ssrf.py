@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 from gateway.fetch import FetchLimits, SafeFetcher, system_resolver
 from gateway.netguard import AccessPolicy, IPAddress
 from tests.gateway.conftest import ClientFactory
@@ -46,9 +47,11 @@ DEFAULT_POLICY = AccessPolicy()  # what production runs with: no allowlist
 )
 def test_internal_addresses_are_refused(url: str) -> None:
     fetcher = SafeFetcher(DEFAULT_POLICY, FetchLimits(total_timeout_s=2))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(url)
-    assert (info.value.status, info.value.code) == (400, "url_not_allowed"), info.value.message
+    assert (ERRORS[info.value.code].status, info.value.code) == (400, "url_not_allowed"), (
+        info.value.message
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,9 +77,11 @@ def test_internal_addresses_are_refused(url: str) -> None:
 )
 def test_malformed_or_foreign_urls_are_refused(url: str) -> None:
     fetcher = SafeFetcher(DEFAULT_POLICY, FetchLimits())
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(url)
-    assert (info.value.status, info.value.code) == (400, "invalid_url"), info.value.message
+    assert (ERRORS[info.value.code].status, info.value.code) == (400, "invalid_url"), (
+        info.value.message
+    )
 
 
 def _resolver(
@@ -99,7 +104,7 @@ def test_any_private_answer_blocks_the_host() -> None:
         FetchLimits(),
         _resolver({"mixed.test": ["93.184.216.34", "10.0.0.7"]}, calls),
     )
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch("http://mixed.test/a.jpg")
     assert info.value.code == "url_not_allowed"
     assert "10.0.0.7" in info.value.message
@@ -131,14 +136,14 @@ def test_redirect_to_private_address_is_rechecked(image_host: ImageHost) -> None
         _resolver({"images.test": ["127.0.0.1"]}, calls),
     )
     target = f"http://127.0.0.1:{port}/images/hat.jpg"
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(f"http://images.test:{port}/redirect?to={target}")
     assert info.value.code == "url_not_allowed"
     for metadata in (
         "http://169.254.169.254/latest/meta-data/",
         "http://[::ffff:169.254.169.254]/",
     ):
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(Failure) as info:
             fetcher.fetch(f"http://images.test:{port}/redirect?to={metadata}&status=307")
         assert info.value.code == "url_not_allowed"
 
@@ -146,7 +151,7 @@ def test_redirect_to_private_address_is_rechecked(image_host: ImageHost) -> None
 def test_redirect_to_non_http_scheme_is_refused(image_host: ImageHost) -> None:
     """The client's URL was fine; the host redirected somewhere unusable: a 502."""
     fetcher = SafeFetcher(AccessPolicy.parse(["127.0.0.0/8"]), FetchLimits(total_timeout_s=3))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(image_host.url("/redirect?to=file:///etc/passwd"))
     assert info.value.code == "download_failed"
     assert "only http and https" in info.value.message
@@ -163,7 +168,7 @@ def test_allowed_redirect_chain_within_cap(image_host: ImageHost) -> None:
     capped = SafeFetcher(
         AccessPolicy.parse(["127.0.0.0/8"]), FetchLimits(total_timeout_s=3, max_redirects=1)
     )
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         capped.fetch(image_host.url(f"/redirect?to={hop2}"))
     assert info.value.code == "too_many_redirects"
 
@@ -172,7 +177,7 @@ def test_allowlist_is_exact(image_host: ImageHost) -> None:
     # Allowing one loopback address does not open the rest of 127.0.0.0/8 or ::1.
     policy = AccessPolicy.parse(["127.0.0.2/32"])
     fetcher = SafeFetcher(policy, FetchLimits(total_timeout_s=2))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         fetcher.fetch(image_host.url("/images/hat.jpg"))
     assert info.value.code == "url_not_allowed"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway._proto.tensorflow.core.framework import tensor_pb2, types_pb2
 from gateway._proto.tensorflow_serving.apis import predict_pb2
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.model_client import read_prediction
 from gateway.tensors import MAX_ELEMENTS, TensorError, dtype_name, to_array
 from tests.fuzz.targets import LABELS, SIGNATURE
@@ -111,7 +111,7 @@ def _answer(scores: tensor_pb2.TensorProto) -> predict_pb2.PredictResponse:
 def test_answers_the_gateway_cannot_use_are_model_errors(
     scores: tensor_pb2.TensorProto, message: str
 ) -> None:
-    with pytest.raises(ApiError, match=message) as info:
+    with pytest.raises(Failure, match=message) as info:
         read_prediction(_answer(scores), SIGNATURE, LABELS, batch_size=2)
     assert info.value.code == "model_error"
 

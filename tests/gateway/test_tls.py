@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ApiError
+from gateway.errors import ERRORS
+from gateway.failures import Failure
 from gateway.fetch import FetchLimits, SafeFetcher
 from gateway.netguard import AccessPolicy, IPAddress
 from tests.support.image_host import FIXTURES
@@ -94,15 +95,15 @@ def test_certificate_for_another_name_is_refused(
 ) -> None:
     port, _, _ = https_host
     trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         _fetcher(trusted).fetch(f"https://other.test:{port}/hat.jpg")  # same IP, wrong name
-    assert (info.value.status, info.value.code) == (502, "download_failed")
+    assert (ERRORS[info.value.code].status, info.value.code) == (502, "download_failed")
     assert "TLS" in info.value.message
 
 
 def test_untrusted_certificate_is_refused(https_host: tuple[int, list[str], list[str]]) -> None:
     port, _, _ = https_host
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(Failure) as info:
         _fetcher(None).fetch(f"https://images.test:{port}/hat.jpg")  # system CAs only
-    assert (info.value.status, info.value.code) == (502, "download_failed")
+    assert (ERRORS[info.value.code].status, info.value.code) == (502, "download_failed")
     assert "certificate verify failed" in info.value.message

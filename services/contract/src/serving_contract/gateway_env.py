@@ -68,6 +68,10 @@ HOST = Var("HOST", "0.0.0.0")  # noqa: S104  (a container's port; the proxy bind
 PORT = Var("PORT", GATEWAY_PORT)
 WEB_CONCURRENCY = Var("WEB_CONCURRENCY", 2)
 GUNICORN_THREADS = Var("GUNICORN_THREADS", 8)
+GUNICORN_TIMEOUT = Var("GUNICORN_TIMEOUT", 30)  # longer than the slowest legal request
+GUNICORN_GRACEFUL_TIMEOUT = Var("GUNICORN_GRACEFUL_TIMEOUT", 20)
+GUNICORN_MAX_REQUESTS = Var("GUNICORN_MAX_REQUESTS", 0)  # 0: a worker is never replaced
+GUNICORN_TMP_DIR = Var[str | None]("GUNICORN_TMP_DIR", None)  # None: gunicorn's choice
 PROMETHEUS_MULTIPROC_DIR = Var[str | None]("PROMETHEUS_MULTIPROC_DIR", None)
 
 # Decoding memory (below)

@@ -2,16 +2,16 @@
 
 The gateway never sees a key at rest: it reads SHA-256 digests, each under a key id, from
 ``API_KEYS_FILE`` (on AWS, a Kubernetes Secret that Pulumi writes from the stack's secret
-config). A caller sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; the key is
-hashed and its digest compared with every stored digest by ``hmac.compare_digest``, with
-no early exit, so the time taken says nothing about which key came close. What a key and a key
-id may be, and the file's lines, are the contract's (``serving_contract.api_keys``).
+config). A caller sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
+(``gateway.guards`` checks every request that needs one); the key is hashed and its digest
+compared with every stored digest by ``hmac.compare_digest``, with no early exit, so the
+time taken says nothing about which key came close. What a key and a key id may be, and
+the file's lines, are the contract's (``serving_contract.api_keys``).
 
 Kubernetes updates a mounted Secret in place; the file is read again at most every
-``API_KEYS_RELOAD_S`` seconds (``RELOAD_S`` by default), so a second key can be added, the
-clients moved to it, and the first removed, with no restart and no request refused along
-the way. A changed file that does not parse is logged and ignored: the keys in force stay
-in force.
+``API_KEYS_RELOAD_S`` seconds, so a second key can be added, the clients moved to it, and
+the first removed, with no restart and no request refused along the way. A changed file
+that does not parse is logged and ignored: the keys in force stay in force.
 
 File format, one key per line (``#`` comments and blank lines ignored)::
 
@@ -25,22 +25,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, g, request
-from werkzeug.datastructures import Headers
-
-from gateway.errors import ApiError
 from serving_contract.api_keys import DIGEST, KEY, KEY_ID, KEY_RULE, key_line
+from serving_contract.gateway_env import API_KEYS_RELOAD_S
 
-RELOAD_S = 10.0
-_BEARER = re.compile(r"^bearer +(\S+)$", re.IGNORECASE)
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +84,7 @@ class KeyDigests:
 class KeyFile:
     """The digests in a key file, read again when it may have changed."""
 
-    def __init__(self, path: Path, reload_s: float = RELOAD_S) -> None:
+    def __init__(self, path: Path, reload_s: float = API_KEYS_RELOAD_S.default) -> None:
         self.path = path
         self.reload_s = reload_s
         self._text = path.read_text()
@@ -100,7 +93,7 @@ class KeyFile:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path, reload_s: float = RELOAD_S) -> KeyFile:
+    def load(cls, path: Path, reload_s: float = API_KEYS_RELOAD_S.default) -> KeyFile:
         """Raises ``KeyFileError`` naming the file when it is missing or malformed."""
         try:
             return cls(path, reload_s)
@@ -126,40 +119,6 @@ class KeyFile:
                 log.info("api keys reloaded", extra={"key_ids": list(self._digests.ids)})
         except (OSError, KeyFileError) as exc:
             log.error("api keys not reloaded; the previous keys stay", extra={"detail": str(exc)})
-
-
-def presented_key(headers: Headers) -> str | None:
-    """The key from ``Authorization: Bearer <key>`` or else ``X-API-Key``."""
-    bearer = _BEARER.match(headers.get("Authorization", "").strip())
-    if bearer:
-        return bearer.group(1)
-    key = headers.get("X-API-Key", "").strip()
-    return key or None
-
-
-# Metric labels of refused requests: no key id can be either (ids start with [a-z0-9]).
-NO_KEY = "(none)"
-WRONG_KEY = "(invalid)"
-UNAUTHORIZED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
-
-
-def register_key_check(
-    app: Flask, keys: Callable[[], KeyFile | None], endpoints: frozenset[str]
-) -> None:
-    """With a key file, a request to one of ``endpoints`` without a valid key gets 401
-    ``unauthorized`` (one message, whatever was wrong), before its body is read: register
-    it ahead of the body reader. ``g.api_key_id`` names the key of one that passes."""
-
-    @app.before_request
-    def _check_key() -> None:
-        key_file = keys()
-        if key_file is None or request.endpoint not in endpoints:
-            return
-        key = presented_key(request.headers)
-        key_id = key_file.digests().match(key) if key else None
-        g.api_key_id = key_id or (NO_KEY if key is None else WRONG_KEY)
-        if key_id is None:
-            raise ApiError("unauthorized", UNAUTHORIZED)
 
 
 def main(argv: list[str]) -> int:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from gateway.api_keys import register_key_check
 from gateway.errors import register_error_handlers
 from gateway.fetch import SafeFetcher
+from gateway.guards import register_guards
 from gateway.logs import configure_logging
 from gateway.observability import register_request_hooks
-from gateway.request_body import register_body_reader
 from gateway.routes import KEYED_ENDPOINTS, api
 from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
@@ -31,9 +30,7 @@ def create_app(settings: Settings | None = None, *, fetcher: SafeFetcher | None 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = gateway
     register_request_hooks(app, gateway.metrics, log)
-    # the key first: no body is read for a caller without one
-    register_key_check(app, lambda: gateway.api_keys, KEYED_ENDPOINTS)
-    register_body_reader(app, settings.max_request_bytes)
+    register_guards(app, lambda: gateway.api_keys, KEYED_ENDPOINTS, settings.max_request_bytes)
     register_error_handlers(app, gateway.metrics, log, settings.max_request_bytes)
     app.register_blueprint(api)
     register_site(app, settings.hsts_max_age_s)

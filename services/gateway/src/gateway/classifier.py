@@ -1,5 +1,6 @@
-"""The /predict pipeline: get image bytes, decode to the model's input, one batched
-Predict, probabilities."""
+"""The /predict pipeline: get image bytes, turn each into the model's input (decode,
+resize and, for a model that takes preprocessed float32, scale: all of it the
+``preprocess`` stage), one batched Predict, probabilities."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.fetch import SafeFetcher
-from gateway.imaging import Decoder, Pixels, scale_pixels
+from gateway.imaging import Decoder, scale_pixels
 from gateway.metrics import Metrics
 from gateway.model_client import ModelClient
-from gateway.postprocess import describe, to_probabilities
+from gateway.postprocess import Classification, to_probabilities
 from gateway.signature import ServingSignature
+
+# One image as the model takes it: uint8 pixels, or float32 for preprocessed input.
+ModelInput = npt.NDArray[np.uint8] | npt.NDArray[np.float32]
 
 
 class Classifier:
@@ -46,57 +50,56 @@ class Classifier:
                 )
             return self._pool
 
-    def _decode(self, data: bytes, signature: ServingSignature) -> Pixels:
+    def _preprocess(self, data: bytes, signature: ServingSignature) -> ModelInput:
+        """The image as the model's input: decoded and resized, then scaled when the model
+        takes preprocessed float32 (the signature then says how)."""
         with self.metrics.timed("preprocess"):
-            return self.decoder(data, (signature.height, signature.width))
+            pixels = self.decoder(data, (signature.height, signature.width))
+            if signature.preprocessing is None:
+                return pixels
+            return scale_pixels(pixels, signature.preprocessing)
 
-    def _download_and_decode(self, url: str, signature: ServingSignature) -> Pixels:
+    def _download_and_preprocess(self, url: str, signature: ServingSignature) -> ModelInput:
         with self.metrics.timed("download"):
             data = self.fetcher.fetch(url)
-        return self._decode(data, signature)
+        return self._preprocess(data, signature)
 
-    def _gather(self, jobs: Sequence[Callable[[], Pixels]]) -> list[Pixels]:
+    def _gather(self, jobs: Sequence[Callable[[], ModelInput]]) -> list[ModelInput]:
         """Run jobs (in parallel when more than one); the first failure by index wins."""
         if len(jobs) == 1:
             return [jobs[0]()]
-        futures: list[Future[Pixels]] = [self._executor().submit(job) for job in jobs]
-        results: list[Pixels] = []
+        futures: list[Future[ModelInput]] = [self._executor().submit(job) for job in jobs]
+        results: list[ModelInput] = []
         for index, future in enumerate(futures):
             try:
                 results.append(future.result())
-            except ApiError as exc:
+            except Failure as exc:
                 for pending in futures[index + 1 :]:
                     pending.cancel()
                 raise exc.prefixed(f"urls[{index}]") from None
         return results
 
-    def classify_urls(self, urls: Sequence[str]) -> dict[str, Any]:
+    def classify_urls(self, urls: Sequence[str]) -> Classification:
         signature = self.model.signature()
-        images = self._gather([partial(self._download_and_decode, u, signature) for u in urls])
+        jobs = [partial(self._download_and_preprocess, url, signature) for url in urls]
+        images = self._gather(jobs)
         self.metrics.images.labels("url").inc(len(images))
         return self._infer(signature, images)
 
-    def classify_upload(self, data: bytes) -> dict[str, Any]:
+    def classify_upload(self, data: bytes) -> Classification:
         signature = self.model.signature()
-        images = [self._decode(data, signature)]
+        images = [self._preprocess(data, signature)]
         self.metrics.images.labels("upload").inc()
         return self._infer(signature, images)
 
-    def _infer(self, signature: ServingSignature, images: list[Pixels]) -> dict[str, Any]:
-        batch: np.ndarray[Any, Any] = (
-            images[0][np.newaxis] if len(images) == 1 else np.stack(images)
-        )
-        if signature.input_dtype == "float32":
-            assert signature.preprocessing is not None  # parse_signature insists on it
-            batch = scale_pixels(batch, signature.preprocessing)
+    def _infer(self, signature: ServingSignature, images: list[ModelInput]) -> Classification:
+        batch = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
         with self.metrics.timed("inference"):
             prediction = self.model.predict(signature, batch)
-        probabilities = to_probabilities(prediction.scores, signature.activation)
-        return {
-            "model": {
-                "name": self.model.settings.name,
-                "version": prediction.model_version,
-                "signature": self.model.settings.signature_name,
-            },
-            "predictions": [describe(row, prediction.labels) for row in probabilities],
-        }
+        return Classification(
+            model_name=self.model.settings.name,
+            model_version=prediction.model_version,
+            signature_name=self.model.settings.signature_name,
+            labels=prediction.labels,
+            probabilities=to_probabilities(prediction.scores, signature.activation),
+        )

@@ -6,7 +6,7 @@ plus the codecs' fixed buffers, 188 MiB at the default 40 M pixels), but a worke
 on each of its threads at once, so without a gate a handful of large images sent together
 would take a pod past its memory limit and get it OOM-killed. Each decode reserves its planned peak
 here first; when the budget is taken it waits a few seconds for a decode to finish, then
-answers 503 ``decoder_busy`` with Retry-After. The client retries; the pod lives.
+fails with ``decoder_busy`` and a Retry-After. The client retries; the pod lives.
 
 The budget comes from the container: its cgroup memory limit, shared by the workers, less
 what each needs besides decoding (its own footprint, and the request and download bodies
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from serving_contract.gateway_env import MIB
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -62,7 +62,7 @@ class MemoryGate:
 
     @contextmanager
     def reserve(self, nbytes: int) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the block; ApiError ``decoder_busy`` if they
+        """Hold ``nbytes`` of the budget for the block; Failure ``decoder_busy`` if they
         do not come free within ``wait_s``. A request above the whole budget waits for
         all of it (the settings make sure one decode at the pixel cap fits)."""
         nbytes = min(nbytes, self.capacity)
@@ -71,7 +71,7 @@ class MemoryGate:
             while self._used + nbytes > self.capacity:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise ApiError(
+                    raise Failure(
                         "decoder_busy",
                         f"this worker's {self.capacity // MIB} MiB for decoding is taken by "
                         "other large images; retry shortly",

@@ -1,10 +1,12 @@
-"""Every failure a client can see: one registry of error codes, the error type, and the
-Flask handlers that turn any exception into ``{"error": {"code", "message"}}``.
+"""Every failure a client can see: one registry of error codes, and the Flask handlers
+that turn any exception into ``{"error": {"code", "message"}}``.
 
 The registry is the single source of each code's HTTP status, its meaning for developers
 and its plain words for people: the handlers, the OpenAPI document (``gateway.openapi``),
 the README's table (``python -m gateway.errors``) and the website's messages
-(``gateway.site``) all come from it.
+(``gateway.site``) all come from it. The code that does the work raises
+``gateway.failures.Failure`` with a code and knows nothing of HTTP; the status is decided
+here, when the handler answers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from gateway.failures import Code, Failure
 from gateway.logs import UNHANDLED_ERROR
 from gateway.metrics import Metrics
 
@@ -26,7 +29,7 @@ class ErrorKind:
     plain: str  # for people: what the website says
 
 
-ERRORS: dict[str, ErrorKind] = {
+ERRORS: dict[Code, ErrorKind] = {
     "bad_request": ErrorKind(
         400,
         "malformed body or request framing, or a missing field",
@@ -147,30 +150,7 @@ ERRORS: dict[str, ErrorKind] = {
     ),
 }
 # Werkzeug's HTTP errors, by status, as registry codes.
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-
-
-class ApiError(Exception):
-    """An error reported to the client as ``{"error": {"code", "message"}}``; the HTTP
-    status comes from the registry."""
-
-    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = ERRORS[code].status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-    def body(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
-
-    def prefixed(self, where: str) -> ApiError:
-        """The same error, its message prefixed with which input it concerns."""
-        return ApiError(self.code, f"{where}: {self.message}", retry_after=self.retry_after)
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError("bad_request", message)
+_HTTP_CODES: dict[int, Code] = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def register_error_handlers(
@@ -178,20 +158,21 @@ def register_error_handlers(
 ) -> None:
     """Every exception a view raises becomes a JSON error with the registry's status."""
 
-    def respond(error: ApiError) -> Response:
+    def respond(error: Failure) -> Response:
+        status = ERRORS[error.code].status
         g.error_code = error.code
         metrics.errors.labels(error.code).inc()
-        response = jsonify(error.body())
-        response.status_code = error.status
+        response = jsonify({"error": {"code": error.code, "message": error.message}})
+        response.status_code = status
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
-        if error.status == 401:  # RFC 9110: a 401 names the scheme it wants
+        if status == 401:  # RFC 9110: a 401 names the scheme it wants
             response.headers["WWW-Authenticate"] = 'Bearer realm="clothing-serving"'
         return response
 
-    @app.errorhandler(ApiError)
-    def _api_error(error: ApiError) -> Response:
-        if error.status >= 500:
+    @app.errorhandler(Failure)
+    def _failure(error: Failure) -> Response:
+        if ERRORS[error.code].status >= 500:
             log.warning("upstream error", extra={"error_code": error.code, "detail": error.message})
         return respond(error)
 
@@ -199,15 +180,15 @@ def register_error_handlers(
     def _http_error(error: HTTPException) -> Response:
         if error.code == 413:
             return respond(
-                ApiError("request_too_large", f"request body larger than {max_request_bytes} bytes")
+                Failure("request_too_large", f"request body larger than {max_request_bytes} bytes")
             )
         code = _HTTP_CODES.get(error.code or 400, "bad_request")
-        return respond(ApiError(code, error.description or error.name))
+        return respond(Failure(code, error.description or error.name))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception(UNHANDLED_ERROR)
-        return respond(ApiError("internal_error", "internal error"))
+        return respond(Failure("internal_error", "internal error"))
 
 
 def markdown_table() -> str:

@@ -24,8 +24,16 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import idna
 
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.netguard import AccessPolicy, BlockedAddressError, IPAddress
+from serving_contract.gateway_env import (
+    CONNECT_TIMEOUT_S,
+    DOWNLOAD_TIMEOUT_S,
+    MAX_IMAGE_BYTES,
+    MAX_REDIRECTS,
+    READ_TIMEOUT_S,
+    USER_AGENT,
+)
 
 Resolver = Callable[[str, int], list[IPAddress]]
 MAX_URL_LENGTH = 2048
@@ -40,12 +48,12 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class FetchLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 5.0
-    total_timeout_s: float = 10.0
-    max_redirects: int = 3
-    user_agent: str = "clothing-gateway"
+    max_bytes: int = MAX_IMAGE_BYTES.default
+    connect_timeout_s: float = CONNECT_TIMEOUT_S.default
+    read_timeout_s: float = READ_TIMEOUT_S.default
+    total_timeout_s: float = DOWNLOAD_TIMEOUT_S.default
+    max_redirects: int = MAX_REDIRECTS.default
+    user_agent: str = USER_AGENT.default
 
 
 def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -83,7 +91,7 @@ def _ascii_host(host: str) -> str:
         pass
     else:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-            raise ApiError("invalid_url", "IPv6 zone identifiers are not accepted")
+            raise Failure("invalid_url", "IPv6 zone identifiers are not accepted")
         return host
     try:
         if not host.isascii():
@@ -93,44 +101,44 @@ def _ascii_host(host: str) -> str:
                 label if label.isascii() else idna.alabel(label).decode() for label in labels
             )
     except (idna.IDNAError, UnicodeError) as exc:
-        raise ApiError("invalid_url", f"host is not a valid domain name: {exc}") from None
+        raise Failure("invalid_url", f"host is not a valid domain name: {exc}") from None
     labels = host.split(".")
     if len(host) > 253 or not all(0 < len(label) <= 63 for label in labels):
-        raise ApiError("invalid_url", "host is not a valid domain name (empty or long label)")
+        raise Failure("invalid_url", "host is not a valid domain name (empty or long label)")
     if not all(_LABEL.fullmatch(label) for label in labels):
-        raise ApiError(
+        raise Failure(
             "invalid_url", "host is not a valid domain name (letters, digits, '-' and '_' only)"
         )
     return host
 
 
 def parse_url(url: str) -> _Target:
-    """Validate a URL's form; raises ApiError(400) with the reason. Non-ASCII characters
-    (an IRI) are allowed: the host goes to IDNA, the path and query are percent-encoded as
-    UTF-8, as a browser would send them."""
+    """Validate a URL's form; raises Failure ``invalid_url`` with the reason. Non-ASCII
+    characters (an IRI) are allowed: the host goes to IDNA, the path and query are
+    percent-encoded as UTF-8, as a browser would send them."""
     if len(url) > MAX_URL_LENGTH:
-        raise ApiError("invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
+        raise Failure("invalid_url", f"URL longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise ApiError("invalid_url", "URL contains whitespace or control characters")
+        raise Failure("invalid_url", "URL contains whitespace or control characters")
     if not url.isascii():
         try:
             url.encode("utf-8")  # what the path and query are percent-encoded from
         except UnicodeEncodeError:
-            raise ApiError("invalid_url", "URL is not valid Unicode (a lone surrogate)") from None
+            raise Failure("invalid_url", "URL is not valid Unicode (a lone surrogate)") from None
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ApiError("invalid_url", f"malformed URL: {exc}") from None
+        raise Failure("invalid_url", f"malformed URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ApiError("invalid_url", "only http and https URLs are accepted")
+        raise Failure("invalid_url", "only http and https URLs are accepted")
     if parts.username is not None or parts.password is not None:
-        raise ApiError("invalid_url", "credentials in URLs are not accepted")
+        raise Failure("invalid_url", "credentials in URLs are not accepted")
     if not parts.hostname:
-        raise ApiError("invalid_url", "URL has no host")
+        raise Failure("invalid_url", "URL has no host")
     if port == 0:
-        raise ApiError("invalid_url", "port 0 is not a valid port")
+        raise Failure("invalid_url", "port 0 is not a valid port")
     path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         path += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
@@ -175,7 +183,7 @@ class SafeFetcher:
             if isinstance(location, bytes):
                 return location
             url, target = self._redirect(url, location)
-        raise ApiError(
+        raise Failure(
             "too_many_redirects",
             f"image URL redirected more than {self.limits.max_redirects} times",
         )
@@ -186,22 +194,22 @@ class SafeFetcher:
         try:
             url = urljoin(base, location)
             return url, parse_url(url)
-        except (ValueError, ApiError) as exc:
-            reason = exc.message if isinstance(exc, ApiError) else str(exc)
-            raise ApiError("download_failed", f"redirect to an invalid URL: {reason}") from None
+        except (ValueError, Failure) as exc:
+            reason = exc.message if isinstance(exc, Failure) else str(exc)
+            raise Failure("download_failed", f"redirect to an invalid URL: {reason}") from None
 
     def _addresses(self, target: _Target) -> list[IPAddress]:
         try:
             addresses = self.resolver(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise ApiError("download_failed", f"cannot resolve {target.host}: {exc}") from None
+            raise Failure("download_failed", f"cannot resolve {target.host}: {exc}") from None
         if not addresses:
-            raise ApiError("download_failed", f"{target.host} has no address")
+            raise Failure("download_failed", f"{target.host} has no address")
         try:
             for ip in addresses:
                 self.policy.check(target.host, ip)
         except BlockedAddressError as exc:
-            raise ApiError("url_not_allowed", str(exc)) from None
+            raise Failure("url_not_allowed", str(exc)) from None
         return addresses
 
     def _connect(self, target: _Target, deadline: float) -> http.client.HTTPConnection:
@@ -218,7 +226,7 @@ class SafeFetcher:
                 return conn
             except ssl.SSLError as exc:
                 conn.close()
-                raise ApiError("download_failed", f"TLS error: {exc}") from None
+                raise Failure("download_failed", f"TLS error: {exc}") from None
             except TimeoutError as exc:
                 conn.close()
                 last_error = exc
@@ -226,8 +234,8 @@ class SafeFetcher:
                 conn.close()
                 last_error = exc
         if isinstance(last_error, TimeoutError):
-            raise ApiError("download_timeout", f"connecting to {target.host} timed out")
-        raise ApiError("download_failed", f"cannot connect to {target.host}: {last_error}")
+            raise Failure("download_timeout", f"connecting to {target.host} timed out")
+        raise Failure("download_failed", f"cannot connect to {target.host}: {last_error}")
 
     def _fetch_once(self, target: _Target, deadline: float) -> bytes | str:
         """The body, or the Location to follow for a redirect."""
@@ -248,19 +256,19 @@ class SafeFetcher:
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location")
                 if not location:
-                    raise ApiError("download_failed", "redirect without a Location")
+                    raise Failure("download_failed", "redirect without a Location")
                 return location
             if not 200 <= response.status < 300:
-                raise ApiError("download_failed", f"image host answered HTTP {response.status}")
+                raise Failure("download_failed", f"image host answered HTTP {response.status}")
             return self._read_body(response, deadline)
         except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
             # (http.client raises ValueError for a malformed chunk size)
             if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
-                raise ApiError(
+                raise Failure(
                     "download_timeout",
                     f"downloading the image took longer than the limit ({exc.__class__.__name__})",
                 ) from None
-            raise ApiError("download_failed", f"download failed: {exc!r}") from None
+            raise Failure("download_failed", f"download failed: {exc!r}") from None
         finally:
             watchdog.cancel()
             conn.close()
@@ -271,7 +279,7 @@ class SafeFetcher:
         declared: int | None = None
         if header is not None and not response.chunked:
             if not _CONTENT_LENGTH.fullmatch(header.strip()):
-                raise ApiError("download_failed", "image host sent a malformed Content-Length")
+                raise Failure("download_failed", "image host sent a malformed Content-Length")
             declared = int(header)
         if declared is not None and declared > cap:
             raise _too_large(cap)
@@ -290,12 +298,12 @@ class SafeFetcher:
         if time.monotonic() >= deadline:
             raise TimeoutError("total deadline")  # the watchdog cut the body short
         if declared is not None and size != declared:
-            raise ApiError("download_failed", f"image body truncated ({size} of {declared} bytes)")
+            raise Failure("download_failed", f"image body truncated ({size} of {declared} bytes)")
         return b"".join(chunks)
 
 
-def _too_large(cap: int) -> ApiError:
-    return ApiError("image_too_large", f"image is larger than {cap} bytes")
+def _too_large(cap: int) -> Failure:
+    return Failure("image_too_large", f"image is larger than {cap} bytes")
 
 
 def _remaining(deadline: float) -> float:

@@ -1,5 +1,6 @@
 """gunicorn settings for the gateway: threaded workers, JSON-friendly logging, metrics
-shared across workers. Values come from the environment so the container can tune them."""
+shared across workers. Values come from the environment so the container can tune them:
+the variables and their defaults are ``serving_contract.gateway_env``'s."""
 
 from __future__ import annotations
 
@@ -7,11 +8,29 @@ import ctypes
 import ctypes.util
 import os
 import shutil
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import multiprocess
 
 from gateway.settings import Settings
+from serving_contract.gateway_env import (
+    GUNICORN_GRACEFUL_TIMEOUT,
+    GUNICORN_MAX_REQUESTS,
+    GUNICORN_TIMEOUT,
+    GUNICORN_TMP_DIR,
+    HOST,
+    PORT,
+    PROMETHEUS_MULTIPROC_DIR,
+    Var,
+)
+
+T = TypeVar("T")
+
+
+def _env(var: Var[T]) -> str | T:
+    """The variable's value, or its default when it is unset or empty."""
+    return os.environ.get(var.name) or var.default
+
 
 # Every setting is read and checked here, in the master, before any worker starts: a bad
 # value stops gunicorn with a message naming the variable.
@@ -19,19 +38,20 @@ _settings = Settings.from_env()
 
 # Alone, gunicorn serves the gateway's port on every interface; behind the proxy in its
 # pod (compose, Kubernetes), HOST=127.0.0.1 and PORT=8000 keep it reachable only from there.
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '9696')}"  # noqa: S104
+_host, _port = _env(HOST), _env(PORT)
+bind = f"{_host}:{_port}"
 worker_class = "gthread"
 workers = _settings.server.workers
 threads = _settings.server.threads
 # Longer than the slowest legal request: download deadline + model deadline.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+timeout = int(_env(GUNICORN_TIMEOUT))
+graceful_timeout = int(_env(GUNICORN_GRACEFUL_TIMEOUT))
 keepalive = 5
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests = int(_env(GUNICORN_MAX_REQUESTS))
 max_requests_jitter = max_requests // 10
 accesslog = None  # the app logs each request as JSON
 errorlog = "-"
-worker_tmp_dir = os.environ.get("GUNICORN_TMP_DIR") or None
+worker_tmp_dir = _env(GUNICORN_TMP_DIR)
 preload_app = False  # each worker builds its own app, channel and thread pool
 # gunicorn 25+ opens a control socket under $HOME, which the read-only, home-less image
 # lacks ("Control server error: Read-only file system"); nothing here uses gunicornc.
@@ -85,12 +105,12 @@ def post_worker_init(worker: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = _env(PROMETHEUS_MULTIPROC_DIR)
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _env(PROMETHEUS_MULTIPROC_DIR):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -14,8 +14,8 @@ before decoding, the peak it would need is compared with a budget of 1.5x the 8-
 size of an image at the pixel cap (``MAX_IMAGE_PIXELS``). Only an image whose mode forces
 full-size copies (alpha with a non-``nearest`` resize filter), a WebP (libwebp's own
 canvas) or a progressive JPEG (libjpeg's whole-image coefficient buffer, ``gateway.jpeg``)
-can be over it, and is refused with 413 before it costs anything; so is a JPEG of more
-scans than encoders write, whose CPU cost has no bound. An EXIF-rotated image is turned
+can be over it, and is refused as ``image_too_large`` before it costs anything; so is a
+JPEG of more scans than encoders write, whose CPU cost has no bound. An EXIF-rotated image is turned
 upright before the resize when a full-size copy fits the budget, else the small result is.
 Nothing is decoded before that check: the EXIF orientation is read from the header only.
 """
@@ -32,8 +32,14 @@ from PIL import Image, UnidentifiedImageError
 
 from gateway import jpeg
 from gateway.decode_memory import MemoryGate
-from gateway.errors import ApiError
-from serving_contract.gateway_env import image_peak_bytes
+from gateway.failures import Failure
+from serving_contract.gateway_env import (
+    EXIF_TRANSPOSE,
+    MAX_IMAGE_PIXELS,
+    MIB,
+    RESIZE_FILTER,
+    image_peak_bytes,
+)
 from serving_contract.model import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -42,6 +48,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "GIF"),
     (b"GIF89a", "GIF"),
 )
+# RESIZE_FILTER's values (the settings accept these names) and the Pillow filter of each.
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -74,10 +81,10 @@ _WIDE_MODE_BYTES = 4
 # coefficient tables and intermediate (~0.7 bytes a pixel), WebP's whole pipeline
 # (libwebp's RGBA canvas, the frame's bytes and Pillow's copy: ~8 MiB plus ~16 a pixel),
 # and an upright copy of a rotated image (its decoded size plus ~4 MiB).
-_CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * 2**20
-_WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * 2**20
+_CODEC_BYTES, _CODEC_FIXED = 0.05, 6 * MIB
+_WEBP_BYTES, _WEBP_FIXED = 16.5, 9 * MIB
 _RESAMPLE_BYTES = 1.0
-_UPRIGHT_FIXED = 4 * 2**20
+_UPRIGHT_FIXED = 4 * MIB
 # Above what any encoder writes (libjpeg's progression: 10 scans, 18 for CMYK); each scan
 # is a pass over the whole image's coefficients.
 MAX_JPEG_SCANS = 100
@@ -199,9 +206,9 @@ def plan_decode(
 
 @dataclass(frozen=True)
 class Decoder:
-    resize_filter: str = "nearest"
-    exif_transpose: bool = True
-    max_pixels: int = 40_000_000
+    resize_filter: str = RESIZE_FILTER.default
+    exif_transpose: bool = EXIF_TRANSPOSE.default
+    max_pixels: int = MAX_IMAGE_PIXELS.default
     # Shared by the process's threads: a decode waits for its planned peak to be free.
     gate: MemoryGate | None = None
 
@@ -214,17 +221,18 @@ class Decoder:
         return image_peak_bytes(self.max_pixels)
 
     def __call__(self, data: bytes, size: tuple[int, int]) -> Pixels:
-        """(height, width, 3) uint8 RGB pixels; ApiError 415/413/422 for non-images, bombs
-        and bad data."""
+        """(height, width, 3) uint8 RGB pixels; a Failure for non-images
+        (``unsupported_media_type``), bombs (``image_too_large``) and bad data
+        (``undecodable_image``)."""
         kind = sniff(data)
         if kind is None:
-            raise ApiError("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
+            raise Failure("unsupported_media_type", "not a JPEG, PNG, WebP or GIF image")
         try:
             return self._decode(data, kind, size)
         except Image.DecompressionBombError as exc:
-            raise ApiError("image_too_large", str(exc)) from None
+            raise Failure("image_too_large", str(exc)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ApiError("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
+            raise Failure("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
 
     def plan(self, img: Image.Image, data: bytes, kind: str) -> DecodePlan:
         """The decode of an opened (header-only) image, before any pixel is decoded."""
@@ -232,7 +240,7 @@ class Decoder:
         if kind == "JPEG":
             scans = jpeg.scan_count(data, stop_after=MAX_JPEG_SCANS)
             if scans > MAX_JPEG_SCANS:
-                raise ApiError(
+                raise Failure(
                     "image_too_large",
                     f"a JPEG of more than {MAX_JPEG_SCANS} scans (encoders write at most a "
                     "few dozen): re-encode it",
@@ -252,16 +260,16 @@ class Decoder:
         img: Image.Image = Image.open(io.BytesIO(data), formats=[kind])
         w, h = img.size
         if w * h > self.max_pixels:
-            raise ApiError(
+            raise Failure(
                 "image_too_large", f"image is {w}x{h} pixels; the limit is {self.max_pixels}"
             )
         plan = self.plan(img, data, kind)
         if plan.peak_bytes > self.memory_budget:
-            raise ApiError(
+            raise Failure(
                 "image_too_large",
-                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // 2**20} "
+                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // MIB} "
                 f"MiB to decode and resize with {self.resize_filter!r}; the limit is "
-                f"{self.memory_budget // 2**20} MiB: send a smaller image",
+                f"{self.memory_budget // MIB} MiB: send a smaller image",
             )
         with self.gate.reserve(plan.peak_bytes) if self.gate else contextlib.nullcontext():
             return self._convert(img, plan, FILTERS[self.resize_filter], size)

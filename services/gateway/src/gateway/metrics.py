@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
+from serving_contract.gateway_env import PROMETHEUS_MULTIPROC_DIR
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STAGES = ("download", "preprocess", "inference")
 
@@ -66,7 +68,7 @@ class Metrics:
             self.stage.labels(stage).observe(time.perf_counter() - start)
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if os.environ.get(PROMETHEUS_MULTIPROC_DIR.name):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)

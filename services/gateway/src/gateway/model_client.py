@@ -21,7 +21,7 @@ from gateway._proto.tensorflow_serving.apis import (
     model_pb2,
     predict_pb2,
 )
-from gateway.errors import ApiError
+from gateway.failures import Failure
 from gateway.grpc_channel import ProcessChannel
 from gateway.model_errors import grpc_error
 from gateway.settings import ModelSettings
@@ -45,7 +45,7 @@ def read_prediction(
     default_labels: tuple[str, ...],
     batch_size: int,
 ) -> Prediction:
-    """The scores and labels in a Predict answer; ApiError ``model_error`` for anything
+    """The scores and labels in a Predict answer; Failure ``model_error`` for anything
     the gateway cannot read or that does not fit the request."""
     try:
         raw_scores = to_array(response.outputs[signature.score_output])
@@ -59,15 +59,15 @@ def read_prediction(
             else _labels(to_array(response.outputs[signature.classes_output]))
         )
     except (KeyError, TensorError) as exc:
-        raise ApiError("model_error", f"unreadable model response: {exc}") from None
+        raise Failure("model_error", f"unreadable model response: {exc}") from None
     expected = (batch_size, len(labels))
     if scores.shape != expected:
-        raise ApiError(
+        raise Failure(
             "model_error",
             f"model returned scores of shape {list(scores.shape)}, expected {list(expected)}",
         )
     if not np.isfinite(scores).all():
-        raise ApiError("model_error", "model returned scores that are not finite (NaN or inf)")
+        raise Failure("model_error", "model returned scores that are not finite (NaN or inf)")
     return Prediction(scores, labels, int(response.model_spec.version.value))
 
 
@@ -143,7 +143,7 @@ class ModelClient:
             raise error from None
         try:
             return read_prediction(response, signature, self.settings.class_labels, len(batch))
-        except ApiError:
+        except Failure:
             self.invalidate_signature()  # the model may have changed under us
             raise
 
@@ -168,7 +168,7 @@ class ModelClient:
             return False, f"model {self.settings.name!r} not available (states {states})"
         try:
             signature = self.signature()
-        except ApiError as exc:
+        except Failure as exc:
             return False, exc.message
         return True, (
             f"model {self.settings.name!r} versions {available} available: "

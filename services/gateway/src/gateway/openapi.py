@@ -10,9 +10,10 @@ from importlib import resources
 from typing import Any
 
 from gateway.errors import ERRORS
+from gateway.failures import Code
 
 # Errors /predict cannot produce (routing errors, and the readiness probe's own).
-_NOT_FROM_PREDICT = frozenset({"not_found", "method_not_allowed", "not_ready"})
+_NOT_FROM_PREDICT: frozenset[Code] = frozenset({"not_found", "method_not_allowed", "not_ready"})
 _ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _RETRY_AFTER = {
     "Retry-After": {
@@ -22,8 +23,8 @@ _RETRY_AFTER = {
 }
 
 
-def _error_responses(codes: list[str]) -> dict[str, Any]:
-    by_status: dict[int, list[str]] = {}
+def _error_responses(codes: list[Code]) -> dict[str, Any]:
+    by_status: dict[int, list[Code]] = {}
     for code in codes:
         by_status.setdefault(ERRORS[code].status, []).append(code)
     responses: dict[str, Any] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from gateway.errors import bad_request
+from gateway.failures import bad_request
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,8 @@ class UrlRequest:
 
 
 def parse_json_body(raw: bytes, max_urls: int) -> UrlRequest:
-    """``{"url": "..."}`` or ``{"urls": ["...", ...]}``; ApiError(400) for anything else."""
+    """``{"url": "..."}`` or ``{"urls": ["...", ...]}``; ``bad_request`` for anything
+    else."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:

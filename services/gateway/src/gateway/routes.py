@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gateway.errors import ApiError, bad_request
+from gateway.failures import Failure, bad_request
 from gateway.openapi import openapi_document
+from gateway.postprocess import answer
 from gateway.request_parsing import parse_json_body
 from gateway.runtime import current_gateway
 
@@ -19,11 +20,6 @@ KEYED_ENDPOINTS = frozenset({"api.predict"})
 api = Blueprint("api", __name__)
 
 
-def _single(result: dict[str, Any]) -> dict[str, Any]:
-    """The response for one image: the prediction's fields at the top level."""
-    return {"model": result["model"], **result["predictions"][0]}
-
-
 @api.post("/predict")
 def predict() -> Any:
     gateway = current_gateway()
@@ -31,16 +27,16 @@ def predict() -> Any:
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
         parsed = parse_json_body(request.get_data(cache=False), gateway.settings.max_urls)
-        result = classifier.classify_urls(parsed.urls)
-        return jsonify(result if parsed.batch else _single(result))
+        return jsonify(answer(classifier.classify_urls(parsed.urls), batch=parsed.batch))
     if mimetype == "multipart/form-data":
         upload = next((request.files[f] for f in UPLOAD_FIELDS if f in request.files), None)
         if upload is None:
             raise bad_request("multipart body needs an 'image' file field")
-        return jsonify(_single(classifier.classify_upload(upload.read())))
+        return jsonify(answer(classifier.classify_upload(upload.read()), batch=False))
     if mimetype.startswith("image/"):
-        return jsonify(_single(classifier.classify_upload(request.get_data(cache=False))))
-    raise ApiError(
+        upload_body = request.get_data(cache=False)
+        return jsonify(answer(classifier.classify_upload(upload_body), batch=False))
+    raise Failure(
         "unsupported_content_type",
         "send application/json ({'url': ...} or {'urls': [...]}), "
         "multipart/form-data with an 'image' field, or an image/* body",
@@ -57,7 +53,7 @@ def readyz() -> Any:
     gateway = current_gateway()
     ready, detail = gateway.classifier.model.readiness()
     if not ready:
-        raise ApiError("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
+        raise Failure("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
     return jsonify({"status": "ready", "detail": detail})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
 
@@ -43,7 +44,7 @@ class Gateway:
             download_threads=settings.download_threads,
         )
         keys = (
-            KeyFile.load(settings.api_keys_file, settings.api_keys_reload_s)
+            KeyFile.load(Path(settings.api_keys_file), settings.api_keys_reload_s)
             if settings.api_keys_file
             else None
         )
