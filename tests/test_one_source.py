@@ -1,6 +1,6 @@
 """Every value that files which cannot import Python repeat is the one ``serving_contract``
-holds: the Dockerfiles, nginx.conf and docker-compose.yaml are read here and checked
-against it.
+holds: the Dockerfiles, nginx.conf, docker-compose.yaml, the Makefile and the Markdown docs
+are read here and checked against it.
 
 This module is the home of cross-file consistency checks: a check that two files agree
 on a value belongs here, once, rather than beside either file. Python imports the value
@@ -36,6 +36,7 @@ from tests.support.proxy import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
+CONTAINER_PORTS = {GRPC_PORT, REST_PORT, GATEWAY_PORT, GUNICORN_PORT, REDIRECT_PORT, METRICS_PORT}
 GATEWAY_VARS = [v for v in vars(gateway_env).values() if isinstance(v, Var)]
 
 
@@ -125,3 +126,38 @@ def test_compose_ports_and_gateway_environment() -> None:
     assert env[TF_SERVING_HOST.name].rsplit(":", 1)[1] == str(GRPC_PORT)
     _, upstream = nginx_ports()
     assert (env[HOST.name], int(env[PORT.name])) == upstream
+
+
+# A port in prose or a command: `:9696`, `port 9696`, `port-forward deploy/gateway 9696`.
+PORT_MENTION = re.compile(r":(\d{4,5})\b|\bport (\d{4,5})\b|port-forward \S+\s+(\d{4,5})\b")
+# The monitoring namespace's own ports, which the docs port-forward to (`svc/kps-prometheus
+# 9090`, `svc/grafana 3000:80`, then http://localhost:3000): not the containers'.
+MONITORING_STACK = re.compile(
+    r"-n monitoring port-forward svc/\S+\s+(\d+)(?::\d+)?`(?:, open\s+http://localhost:\1\b)?"
+)
+
+
+def test_docs_name_only_the_containers_ports() -> None:
+    """Every port the docs, the Makefile and compose's comments name is one the contract
+    holds, so a port changed there fails here until the docs say the new one (a mention
+    naming the wrong one of the contract's ports is not caught)."""
+    pages = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted(SERVICES.glob("*/README.md")),
+        ROOT / "Makefile",
+    ]
+    texts = {page.relative_to(ROOT).as_posix(): page.read_text() for page in pages}
+    compose = (ROOT / "docker-compose.yaml").read_text().splitlines()
+    texts["docker-compose.yaml comments"] = "\n".join(
+        line.split("#", 1)[1] for line in compose if "#" in line
+    )
+    others = []
+    for name, text in texts.items():
+        ours = MONITORING_STACK.sub(lambda stack: "\n" * stack[0].count("\n"), text)
+        for mention in PORT_MENTION.finditer(ours):
+            port = int(next(group for group in mention.groups() if group))
+            if port not in CONTAINER_PORTS:
+                line = ours.count("\n", 0, mention.start()) + 1
+                others.append(f"{name}:{line}: {mention[0]!r}")
+    assert others == []
