@@ -18,6 +18,7 @@ from serving_contract.gateway_env import (
     BODY_OVERHEAD_BYTES,
     HOST,
     MAX_IMAGE_BYTES,
+    MIB,
     PORT,
     PROMETHEUS_MULTIPROC_DIR,
     TF_SERVING_HOST,
@@ -36,6 +37,7 @@ from tests.support.proxy import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "services"
+GATEWAY_README = SERVICES / "gateway" / "README.md"
 CONTAINER_PORTS = {GRPC_PORT, REST_PORT, GATEWAY_PORT, GUNICORN_PORT, REDIRECT_PORT, METRICS_PORT}
 GATEWAY_VARS = [v for v in vars(gateway_env).values() if isinstance(v, Var)]
 
@@ -161,3 +163,31 @@ def test_docs_name_only_the_containers_ports() -> None:
                 line = ours.count("\n", 0, mention.start()) + 1
                 others.append(f"{name}:{line}: {mention[0]!r}")
     assert others == []
+
+
+def _shown(value: str) -> object:
+    """A default as the settings table writes it (`0.0.0.0`, 10 MiB, 40 M, true, unset)."""
+    value = value.strip("`")
+    if value in ("true", "false"):
+        return value == "true"
+    if match := re.fullmatch(r"(\d+(?:\.\d+)?)(?: (MiB|M))?", value):
+        return float(match[1]) * {None: 1, "MiB": MIB, "M": 10**6}[match[2]]
+    if re.fullmatch(r"unset|empty|latest|from .*", value):
+        return None
+    return value
+
+
+def test_the_gateway_readme_lists_every_variable_with_its_default() -> None:
+    [table] = re.findall(
+        r"## Settings \(environment\)\n\n(.*?)\n\n", GATEWAY_README.read_text(), re.S
+    )
+    shown: dict[str, object] = {}
+    for row in table.splitlines()[2:]:
+        names_cell, defaults_cell = row.split(" | ")[:2]
+        names = re.findall(r"`(\w+)`", names_cell)
+        defaults = defaults_cell.split(" / ")
+        if len(defaults) == 1:
+            defaults *= len(names)  # one default for each of the row's variables
+        shown.update(zip(names, map(_shown, defaults), strict=True))
+    expected = {var.name: var.default if var.default != () else None for var in GATEWAY_VARS}
+    assert shown == expected
