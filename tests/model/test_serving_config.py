@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from model_tools.warmup import DEFAULT_BATCH_SIZES
+from serving_contract.ports import REST_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = ROOT / "services" / "tf-serving"
@@ -104,7 +105,7 @@ def test_healthcheck_asks_for_the_exported_model(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     local = script.replace("/models/models.config", str(tmp_path / "models.config")).replace(
-        "/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}"
+        f"/dev/tcp/127.0.0.1/{REST_PORT}", f"/dev/tcp/127.0.0.1/{port}"
     )
     try:
         assert subprocess.run(["bash", "-c", local], check=False, timeout=10).returncode != 0
