@@ -1,6 +1,6 @@
-"""The nginx proxy in front of gunicorn: its configuration agrees with the gateway's, it
-keeps slow clients away from gunicorn's threads, and its own refusals are the gateway's
-JSON errors."""
+"""The nginx proxy in front of gunicorn: it keeps slow clients away from gunicorn's
+threads, and its own refusals are the gateway's JSON errors (its ports and body limit
+agree with the contract: tests/test_one_source.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-import yaml
 from PIL import Image
 
 from gateway.errors import ERRORS
@@ -27,35 +25,10 @@ from tests.support.gateway_process import gunicorn_gateway
 from tests.support.image_host import FIXTURES
 from tests.support.proxy import CONFIG, NGINX, nginx_proxy, nginx_servers
 
-ROOT = Path(__file__).resolve().parents[2]
 needs_nginx = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (Debian's nginx-light; CI installs it)"
 )
 SLOW_CLIENTS = 64
-
-
-def nginx_ports() -> tuple[int, tuple[str, int]]:
-    """(the port nginx listens on, (host, port) of its gunicorn upstream)."""
-    text = CONFIG.read_text()
-    [listen] = re.findall(r"listen (\d+) default_server;", text)
-    [(host, port)] = re.findall(r"server (127\.0\.0\.1):(\d+);", text)
-    return int(listen), (host, int(port))
-
-
-def test_proxy_config_agrees_with_the_gateway_and_compose() -> None:
-    from serving_contract.ports import GATEWAY_PORT, GUNICORN_PORT, METRICS_PORT, REDIRECT_PORT
-
-    listen, upstream = nginx_ports()
-    assert (listen, upstream) == (GATEWAY_PORT, ("127.0.0.1", GUNICORN_PORT))
-    listens = {int(p) for p in re.findall(r"listen (\d+)[ ;]", CONFIG.read_text())}
-    assert listens == {GATEWAY_PORT, METRICS_PORT, REDIRECT_PORT}
-    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())["services"]
-    env = compose["gateway"]["environment"]
-    assert (env["HOST"], int(env["PORT"])) == upstream
-    assert f"{listen}:{listen}" in compose["gateway"]["ports"]
-    # nginx refuses a body exactly where the gateway would.
-    [size] = re.findall(r"client_max_body_size (\d+)k;", CONFIG.read_text())
-    assert int(size) * 1024 == Settings().max_request_bytes
 
 
 def test_proxy_errors_are_registry_codes() -> None:

@@ -252,7 +252,7 @@ def test_service_types(run: StackRun) -> None:
 def test_the_proxy_fronts_gunicorn_in_the_gateway_pod(run: StackRun) -> None:
     """The Service reaches nginx; gunicorn listens on the pod's loopback, where nginx's
     upstream points (services/gateway/proxy/nginx.conf)."""
-    from tests.gateway.test_proxy import nginx_ports
+    from tests.test_one_source import nginx_ports
 
     gateway, proxy = _pod(run, "gateway")["containers"]
     assert proxy["name"] == "proxy" and "ports" not in gateway

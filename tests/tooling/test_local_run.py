@@ -157,12 +157,13 @@ def _dry_run_model(tmp_path: Path, *args: str) -> str:
 def test_model_name_reaches_the_export_and_the_gateway(tmp_path: Path) -> None:
     """`make run MODEL_NAME=x` serves the export under x, and compose tells the gateway."""
     from gateway.settings import Settings
+    from serving_contract.ports import GRPC_PORT
     from tests.support.compose import compose_gateway_env
 
     assert '--name "shoes"' in _dry_run_model(tmp_path, "MODEL_NAME=shoes")
-    named = Settings.from_env(compose_gateway_env(8500, {"MODEL_NAME": "shoes"}))
+    named = Settings.from_env(compose_gateway_env(GRPC_PORT, {"MODEL_NAME": "shoes"}))
     assert named.model.name == "shoes"
-    assert Settings.from_env(compose_gateway_env(8500)).model.name == Settings().model.name
+    assert Settings.from_env(compose_gateway_env(GRPC_PORT)).model.name == Settings().model.name
 
 
 @pytest.mark.parametrize("platform", ["Darwin-arm64", "Darwin-x86_64", "Linux-aarch64"])
