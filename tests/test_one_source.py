@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from gateway.settings import Settings
 from serving_contract import gateway_env
 from serving_contract.gateway_env import (
@@ -162,3 +164,37 @@ def test_docs_name_only_the_containers_ports() -> None:
                 line = ours.count("\n", 0, mention.start()) + 1
                 others.append(f"{name}:{line}: {mention[0]!r}")
     assert others == []
+
+
+COST_FIGURE = re.compile(r"\$([\d,]+(?:\.(\d+))?)/(?:h|month)\b")
+
+
+def test_cost_figures_in_the_docs_are_what_make_cost_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every cost the README or the docs quote from `make cost` (a paragraph or table row
+    that names it, and the README's cost table) is a figure it prints today, to the digits
+    quoted."""
+    from infra.cost import main as make_cost
+
+    assert make_cost([]) == 0
+    printed = [float(m[1].replace(",", "")) for m in COST_FIGURE.finditer(capsys.readouterr().out)]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    quoted, wrong = 0, []
+    for page in pages:
+        text = page.read_text()
+        table = (
+            text.split("### Cost per hour", 1)[1].split("\n#", 1)[0]
+            if "### Cost per hour" in text
+            else ""
+        )
+        blocks = [b for b in re.split(r"\n\s*\n", text) if "make cost" in b]
+        blocks += [row for row in table.splitlines() if row.startswith(("| dev", "| prod"))]
+        for block in blocks:
+            for figure in COST_FIGURE.finditer(block):
+                value, digits = float(figure[1].replace(",", "")), len(figure[2] or "")
+                quoted += 1
+                if not any(round(p, digits) == value for p in printed):
+                    wrong.append(f"{page.name}: {figure[0]}")
+    assert quoted >= 10, "the cost table and the figures around it were not found"
+    assert wrong == [], f"not what `make cost` prints now: {wrong}"
