@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,83 @@ def _plain(value: Any, secrets: set[str], path: str = "") -> Any:
     return value
 
 
+# The EC2 vCPU quotas as AWS names them, with their AWS defaults (what a new account holds
+# until it asks for more: AWS's EC2 User Guide, "Spot Instance quotas", lists G and VT 0 and
+# Standard 5; the Service Quotas console shows the same for on-demand) and the class their
+# usage metric carries.
+EC2_QUOTAS = {
+    "L-DB2E81BA": ("Running On-Demand G and VT instances", 0.0, "G/OnDemand"),
+    "L-3819A6DF": ("All G and VT Spot Instance Requests", 0.0, "G/Spot"),
+    "L-1216C47A": (
+        "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+        5.0,
+        "Standard/OnDemand",
+    ),
+    "L-34B43A08": (
+        "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+        5.0,
+        "Standard/Spot",
+    ),
+}
+# Every quota raised above what either stack may use: what the tests run with unless they
+# say otherwise.
+ENOUGH = {code: 1024.0 for code in EC2_QUOTAS}
+
+
+def _service_quota(args: Mapping[str, Any], applied: Mapping[str, float]) -> dict[str, Any]:
+    """What aws:servicequotas/getServiceQuota answers. pulumi-aws bridges the Terraform
+    provider's aws_servicequotas_service_quota data source (hashicorp/terraform-provider-aws
+    internal/service/servicequotas/service_quota_data_source.go at 01f43111467, the
+    behaviour since its PR #22003): it reads GetAWSDefaultServiceQuota, then
+    GetServiceQuota; for a quota the account never had changed, that answers
+    NoSuchResourceException and the data source keeps the default: ``value`` is
+    ``defaultValue``, and ``arn`` the default's ARN (no account in it, as its ``id`` always
+    is). ``applied``: the quotas the account has had changed, by code."""
+    code, region = args["quotaCode"], args["region"]
+    if args["serviceCode"] != "ec2" or code not in EC2_QUOTAS:
+        raise ValueError(
+            f"getting Default Service Quota for ({args['serviceCode']}/{code}): "
+            "NoSuchResourceException: The request failed because the specified quota does not "
+            "exist."
+        )
+    name, default, usage_class = EC2_QUOTAS[code]
+    default_arn = f"arn:aws:servicequotas:{region}::ec2/{code}"
+    return {
+        "adjustable": True,
+        "arn": f"arn:aws:servicequotas:{region}:{ACCOUNT}:ec2/{code}"
+        if code in applied
+        else default_arn,
+        "defaultValue": default,
+        "globalQuota": False,
+        "id": default_arn,
+        "quotaCode": code,
+        "quotaName": name,
+        "region": region,
+        "serviceCode": "ec2",
+        "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+        "usageMetrics": [
+            {
+                "metricDimensions": [
+                    {"class": usage_class, "resource": "vCPU", "service": "EC2", "type": "Resource"}
+                ],
+                "metricName": "ResourceCount",
+                "metricNamespace": "AWS/Usage",
+                "metricStatisticRecommendation": "Maximum",
+            }
+        ],
+        "value": applied.get(code, default),
+    }
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    """Records every resource and answers the invokes the program makes; ``quotas``: the EC2
+    quotas the account has had changed (by code; the others hold AWS's defaults)."""
+
+    def __init__(self, quotas: Mapping[str, float] = ENOUGH) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[str] = []
+        self.quotas = quotas
+        self.quota_lookups: list[tuple[str, str]] = []  # (region, quota code)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = {} if args.typ in OPAQUE else dict(args.inputs)
@@ -176,6 +249,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "AIDAEXAMPLE",
                 "id": ACCOUNT,
             }, []
+        if args.token == "aws:servicequotas/getServiceQuota:getServiceQuota":
+            self.quota_lookups.append((args.args["region"], args.args["quotaCode"]))
+            return _service_quota(args.args, self.quotas), []
         raise NotImplementedError(f"unexpected invoke {args.token}")
 
 
@@ -246,9 +322,15 @@ def stack_config(stack: str) -> dict[str, Any]:
     return stack_file(stack)
 
 
-def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] = ()) -> StackRun:
+def run_stack(
+    stack: str,
+    config: dict[str, Any],
+    secret_keys: tuple[str, ...] = (),
+    mocks: RecordingMocks | None = None,
+) -> StackRun:
     """Run infra.program.main() for ``stack`` with ``config`` (full keys, raw values);
-    ``secret_keys`` were set with ``--secret``."""
+    ``secret_keys`` were set with ``--secret``; ``mocks`` answer (by default with every
+    quota raised enough)."""
     from infra import program
 
     pulumi.runtime.set_all_config(
@@ -258,7 +340,7 @@ def run_stack(stack: str, config: dict[str, Any], secret_keys: tuple[str, ...] =
         },
         list(secret_keys),
     )
-    mocks = RecordingMocks()
+    mocks = mocks or RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     run = StackRun(stack, config, mocks.resources)
 
