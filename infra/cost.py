@@ -11,6 +11,10 @@ version's support on the day (``infra.eks_versions``). Prices are us-east-1 on-d
 Linux list prices in USD: spot GPUs and CPUs are priced at on-demand, an upper bound (spot
 usually costs 60-70% less). Data transfer, NAT/LB per-GB processing, CloudWatch logs and
 ECR storage are usage-based and left out.
+
+It also prints the EC2 vCPUs each part of the stack needs of its quotas, to deploy and at
+its limit (``infra.quotas``, which ``pulumi preview`` checks against the account's): what
+to ask AWS for before the first ``pulumi up``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from infra.config import StackConfig, parse_stack_file
 from infra.eks_versions import VERSIONS
 from infra.karpenter import NodePoolArgs
 from infra.program import plan
+from infra.quotas import Need, needs
 from serving_contract.model import DEFAULT_MODEL_NAME
 
 PRICES = {
@@ -42,6 +47,7 @@ class Estimate:
     serving_min: list[tuple[str, float]]
     serving_max: list[tuple[str, float]]
     extended_support: bool
+    quotas: list[Need]  # the EC2 vCPU quotas it needs, to deploy and at its limits
 
     @property
     def parked(self) -> float:
@@ -135,7 +141,9 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     if stack.tf_serving.gpus:
         gpu_label, gpu_cost = _at_limit(_pool(aws.gpu_pool))
         serving_max.append((f"GPU pool at maxGpus: {gpu_label}", gpu_cost))
-    return Estimate(cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard)
+    return Estimate(
+        cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard, needs(stack)
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -155,6 +163,10 @@ def main(argv: list[str]) -> None:
             print(f"  {title}:")
             for label, value in lines:
                 print(f"    {label:<48} ${value:.3f}/h")
+        print("  EC2 vCPUs (to deploy / at the limit), of one quota listed:")
+        for need in est.quotas:
+            quotas = " or ".join(f"{q.code} ({q.family} {q.capacity_type})" for q in need.quotas)
+            print(f"    {need.key:<12} {need.minimum:>3} / {need.maximum:<3} {quotas}")
 
 
 if __name__ == "__main__":
