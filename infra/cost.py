@@ -12,6 +12,10 @@ the control plane is priced by its Kubernetes version's support on the day
 (``capacity.PRICE_REGION``; a stack elsewhere gets a warning): spot is priced at
 on-demand, an upper bound (spot usually costs 60-70% less). Data transfer, NAT/LB per-GB
 processing, CloudWatch logs and ECR storage are usage-based and left out.
+
+It also prints the EC2 vCPUs each part of the stack needs of its quotas, to deploy and at
+its limit (``infra.quotas``, which ``pulumi preview`` checks against the account's): what
+to ask AWS for before the first ``pulumi up``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from infra.config import ConfigError, StackConfig, parse_stack_file
 from infra.eks_versions import VERSIONS
 from infra.karpenter import NodePoolArgs
 from infra.program import plan
+from infra.quotas import Need, needs
 from serving_contract.model import DEFAULT_MODEL_NAME
 
 HOURS_A_MONTH = 730  # AWS's own figure for monthly prices
@@ -52,6 +57,7 @@ class Estimate:
     serving_min: list[tuple[str, float]]
     serving_max: list[tuple[str, float]]
     extended_support: bool
+    quotas: list[Need]  # the EC2 vCPU quotas it needs, to deploy and at its limits
 
     @property
     def parked(self) -> float:
@@ -145,7 +151,9 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     if stack.tf_serving.gpus:
         gpu_label, gpu_cost = _at_limit(_pool(aws.gpu_pool))
         serving_max.append((f"GPU pool at maxGpus: {gpu_label}", gpu_cost))
-    return Estimate(cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard)
+    return Estimate(
+        cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard, needs(stack)
+    )
 
 
 def _money(hourly: float) -> str:
@@ -175,6 +183,10 @@ def report(cfg: StackConfig) -> list[str]:
     ):
         lines.append(f"  {title}:")
         lines += [f"    {label:<48} ${value:.3f}/h" for label, value in items]
+    lines.append("  EC2 vCPUs (to deploy / at the limit), of one quota listed:")
+    for need in est.quotas:
+        quotas = " or ".join(f"{q.code} ({q.family} {q.capacity_type})" for q in need.quotas)
+        lines.append(f"    {need.key:<12} {need.minimum:>3} / {need.maximum:<3} {quotas}")
     if cfg.model.on_gpu:
         cpu = estimate(without_gpus(cfg))
         limit = plan(without_gpus(cfg), DEFAULT_MODEL_NAME).aws.cpu_pool.limit

@@ -29,6 +29,7 @@ from infra.model_export import find_export
 from infra.monitoring import GPU_UTILISATION_METRIC, Monitoring, MonitoringArgs
 from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from infra.project import PROJECT
+from infra.quotas import check_quotas
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
 from infra.serving import Serving
 from infra.tf_serving import CPU_POD, GPU_POD, TfServingArgs
@@ -208,6 +209,8 @@ def main() -> dict[str, pulumi.Output[Any]]:
         pulumi.log.warn(f"{PROJECT}:clusterVersion: {warning}")
     export = find_export(cfg.model)
     stack = plan(cfg, export.name, api_key_file)
+    for warning in check_quotas(stack):  # ConfigError if the stack cannot deploy at all
+        pulumi.log.warn(f"{PROJECT}:{warning}")
 
     # The account's side, before anything is declared (ConfigError likewise).
     account = look_up(

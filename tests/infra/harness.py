@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,74 @@ def _plain(value: Any, secrets: set[str], path: str = "") -> Any:
     return value
 
 
+# The EC2 vCPU quotas as AWS names them, with their AWS defaults (what a new account holds
+# until it asks for more: AWS's EC2 User Guide, "Spot Instance quotas", lists G and VT 0 and
+# Standard 5; the Service Quotas console shows the same for on-demand) and the class their
+# usage metric carries.
+EC2_QUOTAS = {
+    "L-DB2E81BA": ("Running On-Demand G and VT instances", 0.0, "G/OnDemand"),
+    "L-3819A6DF": ("All G and VT Spot Instance Requests", 0.0, "G/Spot"),
+    "L-1216C47A": (
+        "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+        5.0,
+        "Standard/OnDemand",
+    ),
+    "L-34B43A08": (
+        "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+        5.0,
+        "Standard/Spot",
+    ),
+}
+# Every quota raised above what either stack may use: what the tests run with unless they
+# say otherwise.
+ENOUGH = {code: 1024.0 for code in EC2_QUOTAS}
+
+
+def _service_quota(args: Mapping[str, Any], applied: Mapping[str, float]) -> dict[str, Any]:
+    """What aws:servicequotas/getServiceQuota answers. pulumi-aws bridges the Terraform
+    provider's aws_servicequotas_service_quota data source (hashicorp/terraform-provider-aws
+    internal/service/servicequotas/service_quota_data_source.go at 01f43111467, the
+    behaviour since its PR #22003): it reads GetAWSDefaultServiceQuota, then
+    GetServiceQuota; for a quota the account never had changed, that answers
+    NoSuchResourceException and the data source keeps the default: ``value`` is
+    ``defaultValue``, and ``arn`` the default's ARN (no account in it, as its ``id`` always
+    is). ``applied``: the quotas the account has had changed, by code."""
+    code, region = args["quotaCode"], args["region"]
+    if args["serviceCode"] != "ec2" or code not in EC2_QUOTAS:
+        raise ValueError(
+            f"getting Default Service Quota for ({args['serviceCode']}/{code}): "
+            "NoSuchResourceException: The request failed because the specified quota does not "
+            "exist."
+        )
+    name, default, usage_class = EC2_QUOTAS[code]
+    default_arn = f"arn:aws:servicequotas:{region}::ec2/{code}"
+    return {
+        "adjustable": True,
+        "arn": f"arn:aws:servicequotas:{region}:{ACCOUNT}:ec2/{code}"
+        if code in applied
+        else default_arn,
+        "defaultValue": default,
+        "globalQuota": False,
+        "id": default_arn,
+        "quotaCode": code,
+        "quotaName": name,
+        "region": region,
+        "serviceCode": "ec2",
+        "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+        "usageMetrics": [
+            {
+                "metricDimensions": [
+                    {"class": usage_class, "resource": "vCPU", "service": "EC2", "type": "Resource"}
+                ],
+                "metricName": "ResourceCount",
+                "metricNamespace": "AWS/Usage",
+                "metricStatisticRecommendation": "Maximum",
+            }
+        ],
+        "value": applied.get(code, default),
+    }
+
+
 # EKS's default add-on versions per Kubernetes version, as `aws eks describe-addon-versions`
 # lists them (the shape: aws_eks_addon_version's addon_name, kubernetes_version, version).
 ADDON_VERSIONS = {
@@ -141,21 +209,25 @@ ADDON_VERSIONS = {
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Resources are recorded; invokes answer as the AWS provider does, for an account a
-    test may set up: who deploys, which service-linked roles exist, which add-on versions
-    EKS publishes."""
+    """Records every resource and answers the invokes the program makes as the AWS provider
+    does, for an account a test may set up: who deploys, which service-linked roles exist,
+    which add-on versions EKS publishes, and the EC2 quotas it has had changed (by code;
+    the others hold AWS's defaults)."""
 
     def __init__(
         self,
         caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci",
         service_roles: tuple[str, ...] = ("AWSServiceRoleForEC2Spot",),
         addon_versions: dict[str, dict[str, str]] | None = None,
+        quotas: Mapping[str, float] = ENOUGH,
     ) -> None:
         self.resources: list[Recorded] = []
         self.calls: list[str] = []
         self.caller_arn = caller_arn
         self.service_roles = service_roles
         self.addon_versions = ADDON_VERSIONS if addon_versions is None else addon_versions
+        self.quotas = quotas
+        self.quota_lookups: list[tuple[str, str]] = []  # (region, quota code)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = {} if args.typ in OPAQUE else dict(args.inputs)
@@ -222,6 +294,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "version": found,
                 "id": addon,
             }, []
+        if args.token == "aws:servicequotas/getServiceQuota:getServiceQuota":
+            self.quota_lookups.append((args.args["region"], args.args["quotaCode"]))
+            return _service_quota(args.args, self.quotas), []
         raise NotImplementedError(f"unexpected invoke {args.token}")
 
 
@@ -300,7 +375,8 @@ def run_stack(
     mocks: RecordingMocks | None = None,
 ) -> StackRun:
     """Run infra.program.main() for ``stack`` with ``config`` (full keys, raw values);
-    ``secret_keys`` were set with ``--secret``; ``mocks``: the AWS account it finds."""
+    ``secret_keys`` were set with ``--secret``; ``mocks``: the AWS account it finds (by
+    default, one with every quota raised enough)."""
     from infra import program
 
     pulumi.runtime.set_all_config(

@@ -70,3 +70,28 @@ def test_cli_warns_of_another_region_and_names_a_bad_key(
     assert main(["bad"]) == 1
     err = capsys.readouterr().err
     assert "clothing-serving:gateway.maxReplicas" in err and "Traceback" not in err
+
+
+def _by_stack(text: str) -> dict[str, list[str]]:
+    """The indented lines under each unindented "<stack>..." line."""
+    blocks: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            lines = blocks.setdefault(line.split(":")[0], [])
+        elif line:
+            lines.append(line)
+    return blocks
+
+
+def test_the_quota_figures_in_the_runbook_are_what_it_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main([])
+    printed = _by_stack(capsys.readouterr().out)
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    quoted = _by_stack(runbook.split("## Quotas", 1)[1].split("```", 2)[1])
+    assert sorted(quoted) == ["dev", "prod"]
+    for stack, lines in quoted.items():
+        assert sum("L-" in line for line in lines) == 3
+        start = printed[stack].index(lines[0])
+        assert printed[stack][start : start + len(lines)] == lines
