@@ -275,7 +275,7 @@ def nvidia_device_plugin(
                 spec=k8s.core.v1.PodSpecArgs(
                     priority_class_name="system-node-critical",
                     automount_service_account_token=False,
-                    node_selector=nodes.labels,
+                    node_selector=nodes.selector,
                     tolerations=nodes.tolerations(),
                     containers=[
                         k8s.core.v1.ContainerArgs(

@@ -13,9 +13,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -114,11 +116,14 @@ class GpuPoolConfig(PoolConfig):
 
 
 class MonitoringConfig(_Strict):
-    """kube-prometheus-stack in the cluster (infra.monitoring): Prometheus, Grafana with the
-    project's dashboard, the alert rules, NVIDIA's DCGM exporter on GPU nodes, and
-    prometheus-adapter, through which TF Serving scales on its GPUs' utilisation."""
+    """On AWS, kube-prometheus-stack in the cluster (infra.monitoring): Prometheus, Grafana
+    with the project's dashboard, the alert rules, NVIDIA's DCGM exporter on GPU nodes, and
+    prometheus-adapter, through which TF Serving scales on its GPUs' utilisation. On a
+    cluster of your own, the project's PodMonitors, alert rules and dashboard for the
+    Prometheus operator already running in ``prometheusNamespace`` (nothing installed)."""
 
-    enabled: bool = True
+    enabled: bool | None = None  # None: on AWS, off elsewhere
+    prometheus_namespace: str | None = Field(alias="prometheusNamespace", default=None)
     retention_days: Annotated[int, Field(ge=1, le=30)] = Field(alias="retentionDays", default=7)
     # TF Serving's autoscaling target: the average GPU utilisation of its pods (%)
     target_gpu_percent: Annotated[int, Field(ge=20, le=95)] = Field(
@@ -166,7 +171,7 @@ class ModelConfig(_Strict):
 
     name: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
     export_dir: str = Field(alias="exportDir", default="services/tf-serving/models")
-    on_gpu: bool = Field(alias="onGpu", default=True)
+    on_gpu: bool | None = Field(alias="onGpu", default=None)  # None: on AWS only
 
     @property
     def export_path(self) -> Path:
@@ -228,15 +233,83 @@ _ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
 _SESSION_ARN = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[^/]+$")
 
 
+Target = Literal["aws", "local", "cluster"]
+
+
+class KubernetesConfig(_Strict):
+    """Which cluster a ``local`` or ``cluster`` stack deploys to: a kubeconfig file (None:
+    ``KUBECONFIG`` or ``~/.kube/config``) and a context in it (None: its current one)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class GpuPlacementConfig(_Strict):
+    """Where TF Serving's GPU pods may run in a cluster of your own: the labels of its GPU
+    nodes, and the taints of theirs to tolerate."""
+
+    node_selector: dict[str, str] = Field(alias="nodeSelector", default_factory=dict)
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
+    )
+
+
+@dataclass(frozen=True)
+class AwsKeys:
+    """The keys an ``aws`` stack must set, for the AWS target (``StackConfig.on_aws``)."""
+
+    region: str
+    cluster_version: str
+    nat_gateways: Literal["single", "onePerAz"]
+    cpu_nodes: CpuPoolConfig
+    gpu_nodes: GpuPoolConfig
+
+
+# The keys that only some targets use (by field name): any other target refuses them.
+_AWS = frozenset({"aws"})
+_OWN_CLUSTER = frozenset({"local", "cluster"})
+TARGET_KEYS = {
+    "cluster_version": _AWS, "availability_zones": _AWS, "nat_gateways": _AWS,
+    "vpc_cidr": _AWS, "public_access_cidrs": _AWS, "tls": _AWS, "admin_principal_arns": _AWS,
+    "log_retention_days": _AWS, "system_nodes": _AWS, "cpu_nodes": _AWS, "gpu_nodes": _AWS,
+    "kubernetes": _OWN_CLUSTER, "registry": _OWN_CLUSTER, "gateway_service": _OWN_CLUSTER,
+    "gpu_placement": frozenset({"cluster"}),
+}  # fmt: skip
+REQUIRED_ON_AWS = ("cluster_version", "nat_gateways", "cpu_nodes", "gpu_nodes")
+# kind's local registry, as its guide sets it up (docs/local.md)
+LOCAL_REGISTRY = "localhost:5001"
+
+
 class StackConfig(_Strict):
     stack: str
-    region: str
+    region: str | None  # aws:region, for the AWS target
     today: date
-    cluster_version: str = Field(alias="clusterVersion")
+    # Where the stack runs: AWS (VPC, EKS, Karpenter, ECR, all made by the stack), a local
+    # cluster (kind, k3d, minikube, Docker Desktop: images through a local registry), or a
+    # cluster you already run (images through a registry you name).
+    target: Target = "aws"
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    registry: str | None = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
+    # How clients reach the gateway: a LoadBalancer Service (a cloud's, MetalLB,
+    # cloud-provider-kind, k3d's) or, without one, a ClusterIP Service to port-forward to.
+    gateway_service: Literal["LoadBalancer", "ClusterIP"] = Field(
+        alias="gatewayService", default="LoadBalancer"
+    )
+    gpu_placement: GpuPlacementConfig = Field(
+        alias="gpuPlacement", default_factory=GpuPlacementConfig
+    )
+    cluster_version: str | None = Field(alias="clusterVersion", default=None)
     availability_zones: Annotated[int, Field(ge=2, le=3)] = Field(
         alias="availabilityZones", default=2
     )
-    nat_gateways: Literal["single", "onePerAz"] = Field(alias="natGateways")
+    nat_gateways: Literal["single", "onePerAz"] | None = Field(alias="natGateways", default=None)
     vpc_cidr: str = Field(alias="vpcCidr", default="10.0.0.0/16")
     # Who may reach the Kubernetes API over the internet ([]: nobody, a private endpoint).
     # No default: a deployment must say (``api_cidrs``).
@@ -253,16 +326,86 @@ class StackConfig(_Strict):
     high_availability: bool = Field(alias="highAvailability", default=False)
     parked: bool = False
     system_nodes: SystemNodesConfig = Field(alias="systemNodes", default_factory=SystemNodesConfig)
-    cpu_nodes: CpuPoolConfig = Field(alias="cpuNodes")
-    gpu_nodes: GpuPoolConfig = Field(alias="gpuNodes")
+    cpu_nodes: CpuPoolConfig | None = Field(alias="cpuNodes", default=None)
+    gpu_nodes: GpuPoolConfig | None = Field(alias="gpuNodes", default=None)
     gateway: ScalingConfig
     tf_serving: ScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
+    @model_validator(mode="after")
+    def _target(self) -> StackConfig:
+        """Each key belongs to the targets that use it: another target refuses it rather
+        than ignore it; an aws stack sets what AWS needs; a cluster of your own gets its
+        images from a registry."""
+        alien = sorted(
+            (StackConfig.model_fields[name].alias or name)
+            for name in self.model_fields_set
+            if self.target not in TARGET_KEYS.get(name, {self.target})
+        )
+        if alien:
+            raise ValueError(
+                f"target {self.target} does not use {', '.join(alien)}: remove "
+                f"{'it' if len(alien) == 1 else 'them'} (each configures another target)"
+            )
+        if self.target == "aws":
+            missing = [
+                StackConfig.model_fields[n].alias or n
+                for n in REQUIRED_ON_AWS
+                if getattr(self, n) is None
+            ]
+            if missing:  # one line per key, as the other errors name theirs
+                raise ValueError(
+                    f"\n  {PROJECT}:".join(f"{key}: required (target aws)" for key in missing)
+                )
+        if self.target == "cluster" and self.registry is None:
+            raise ValueError(
+                "target cluster needs registry: where `pulumi up` pushes the images and the "
+                "cluster pulls them from (e.g. ghcr.io/you, or an ECR repository's host)"
+            )
+        if self.target == "local" and self.model.on_gpu:
+            raise ValueError("model.onGpu: a local cluster serves from CPU (false, its default)")
+        monitoring = self.monitoring
+        if self.target == "aws" and monitoring.prometheus_namespace is not None:
+            raise ValueError(
+                "monitoring.prometheusNamespace: on AWS the stack runs its own Prometheus"
+            )
+        if self.target != "aws" and monitoring.enabled and not monitoring.prometheus_namespace:
+            raise ValueError(
+                "monitoring.prometheusNamespace: required with monitoring.enabled outside AWS: "
+                "the namespace of the Prometheus operator already running in the cluster"
+            )
+        return self
+
+    @property
+    def on_aws(self) -> AwsKeys:
+        """The keys an aws stack has (the checks above make sure)."""
+        assert self.target == "aws"
+        assert self.region
+        assert self.cluster_version
+        assert self.nat_gateways
+        assert self.cpu_nodes
+        assert self.gpu_nodes
+        return AwsKeys(
+            self.region, self.cluster_version, self.nat_gateways, self.cpu_nodes, self.gpu_nodes
+        )
+
+    @property
+    def on_gpu(self) -> bool:
+        """TF Serving on GPUs: by default on AWS, nowhere else unless ``model.onGpu``."""
+        return self.target == "aws" if self.model.on_gpu is None else self.model.on_gpu
+
+    @property
+    def monitored(self) -> bool:
+        """Monitoring on: by default on AWS only."""
+        enabled = self.monitoring.enabled
+        return self.target == "aws" if enabled is None else enabled
+
     @field_validator("cluster_version")
     @classmethod
-    def _version(cls, value: str, info: ValidationInfo) -> str:
+    def _version(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
         problem = support_problem(value, info.data["today"])
         if problem:
             raise ValueError(problem)
@@ -314,7 +457,7 @@ class StackConfig(_Strict):
 
     @model_validator(mode="after")
     def _certificate_region(self) -> StackConfig:
-        if self.tls and self.tls.certificate_region != self.region:
+        if self.tls and self.region and self.tls.certificate_region != self.region:
             raise ValueError(
                 f"tls.certificateArn: the certificate is in {self.tls.certificate_region}, but "
                 f"the load balancer is in {self.region} (aws:region); a load balancer takes "
@@ -332,7 +475,7 @@ class StackConfig(_Strict):
                     f"highAvailability needs {key}.minReplicas >= 2 (pods in two zones), "
                     f"got {scaling.min_replicas}"
                 )
-        if self.system_nodes.size < 2:
+        if self.target == "aws" and self.system_nodes.size < 2:
             raise ValueError(
                 f"highAvailability needs systemNodes.size >= 2, got {self.system_nodes.size}"
             )
@@ -360,7 +503,7 @@ def parse_config(
     values: Mapping[str, Any], *, stack: str, region: str | None, today: date | None = None
 ) -> StackConfig:
     """Validate raw config values (keys without the project prefix)."""
-    if not region:
+    if values.get("target", "aws") == "aws" and not region:
         raise ConfigError("invalid stack configuration:\n  aws:region: required")
     try:
         return StackConfig.model_validate(
@@ -377,6 +520,8 @@ _CONTEXT = ("stack", "region", "today")
 def _stored_as_text(annotation: Any) -> bool:
     """Pulumi keeps a key as plain text or as structured JSON: a string or a choice of
     strings is text (a "1.34" must stay a string), anything else JSON."""
+    if get_origin(annotation) in (Union, UnionType):  # optional: what it is when set
+        [annotation] = [a for a in get_args(annotation) if a is not type(None)]
     if annotation is str:
         return True
     return get_origin(annotation) is Literal and all(
@@ -422,7 +567,7 @@ def load_config() -> StackConfig:
         if value is not None:
             values[key] = value
     cfg = parse_config(values, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
-    if cfg.public_access_cidrs is None:  # a deployment must say; `make cost` need not
+    if cfg.target == "aws" and cfg.public_access_cidrs is None:  # `make cost` need not say
         raise config_error(
             f"publicAccessCidrs: not set: say which networks may reach the Kubernetes API in "
             f"Pulumi.{cfg.stack}.yaml: yours (e.g. 203.0.113.7/32; `curl -s "

@@ -110,7 +110,7 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     ``pulumi up`` would deploy, unparked (parked, only the fixed part bills)."""
     on = on or cfg.today
     stack = plan(cfg.model_copy(update={"parked": False}), DEFAULT_MODEL_NAME)
-    aws = stack.aws
+    aws = stack.on_aws
     version = VERSIONS[aws.cluster_version]
     nats = aws.nat_gateway_count
     system = INSTANCE_TYPES[aws.system_nodes.instance_type]
@@ -173,8 +173,8 @@ def report(cfg: StackConfig) -> list[str]:
     lines = [
         f"{cfg.stack}{state}: {_money(est.parked)} parked, {_money(est.at_min)} at minimum, "
         f"{_money(est.at_max)} at maximum",
-        f"  pool limits: {stack.aws.cpu_pool.limit} vCPUs (cpuNodes), "
-        f"{stack.aws.gpu_pool.limit} GPUs (gpuNodes)",
+        f"  pool limits: {stack.on_aws.cpu_pool.limit} vCPUs (cpuNodes), "
+        f"{stack.on_aws.gpu_pool.limit} GPUs (gpuNodes)",
     ]
     for title, items in (
         ("always", est.fixed),
@@ -189,7 +189,7 @@ def report(cfg: StackConfig) -> list[str]:
         lines.append(f"    {need.key:<12} {need.minimum:>3} / {need.maximum:<3} {quotas}")
     if cfg.model.on_gpu:
         cpu = estimate(without_gpus(cfg))
-        limit = plan(without_gpus(cfg), DEFAULT_MODEL_NAME).aws.cpu_pool.limit
+        limit = plan(without_gpus(cfg), DEFAULT_MODEL_NAME).on_aws.cpu_pool.limit
         lines.append(
             f"  without GPUs (model.onGpu: false): {_money(cpu.at_min)} at minimum, "
             f"{_money(cpu.at_max)} at maximum ({limit} vCPUs)"

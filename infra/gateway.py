@@ -212,7 +212,7 @@ def _pod(
         service_account_name=GATEWAY.name,
         automount_service_account_token=False,
         security_context=pod_context(),
-        node_selector=args.placement.nodes.labels,
+        node_selector=args.placement.nodes.selector,
         tolerations=args.placement.nodes.tolerations(),
         topology_spread_constraints=zone_spread(GATEWAY, args.placement),
         termination_grace_period_seconds=40,

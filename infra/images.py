@@ -232,50 +232,64 @@ class ImageRegistry(pulumi.ComponentResource):
 
     def _image(self, name: str, repo: aws.ecr.Repository, build: ImageBuild) -> docker_build.Image:
         auth = aws.ecr.get_authorization_token_output(registry_id=repo.registry_id)
-        cache_ref = pulumi.Output.concat(repo.repository_url, f":{CACHE_TAG_PREFIX}")
-        content = build.content
-        release = random.RandomId(
-            f"{name}-release",
-            byte_length=4,
-            keepers={"content": content},  # a new id whenever the content changes
-            opts=pulumi.ResourceOptions(parent=self),
+        login = docker_build.RegistryArgs(
+            address=repo.repository_url, username=auth.user_name, password=auth.password
         )
-        return docker_build.Image(
-            f"{name}-image",
-            context=docker_build.BuildContextArgs(
-                location=build.location(build.context),
-                named={
-                    key: docker_build.ContextArgs(location=location)
-                    for key, location in build.named_locations.items()
-                },
-            ),
-            dockerfile=docker_build.DockerfileArgs(location=build.location(build.dockerfile)),
-            platforms=list(build.platforms),
-            build_args=dict(build.build_args),
-            build_on_preview=BUILD_ON_PREVIEW,
-            push=True,
-            tags=[pulumi.Output.concat(repo.repository_url, f":v-{content}-", release.hex)],
-            registries=[
-                docker_build.RegistryArgs(
-                    address=repo.repository_url,
-                    username=auth.user_name,
-                    password=auth.password,
+        return pushed_image(name, repo.repository_url, build, self, login)
+
+
+def pushed_image(
+    name: str,
+    repository: pulumi.Input[str],
+    build: ImageBuild,
+    parent: pulumi.Resource,
+    login: docker_build.RegistryArgs | None = None,
+    cache: bool = True,
+) -> docker_build.Image:
+    """``build``, pushed to ``repository`` under a tag it has never held (``v-<content>-
+    <release>``); ``login``: the registry's credentials (None: the local Docker's own, or
+    none); ``cache``: BuildKit's cache in the same repository, for builds on other machines
+    (a local registry has no use for it: the local Docker keeps its own)."""
+    cache_ref = pulumi.Output.concat(repository, f":{CACHE_TAG_PREFIX}")
+    content = build.content
+    release = random.RandomId(
+        f"{name}-release",
+        byte_length=4,
+        keepers={"content": content},  # a new id whenever the content changes
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return docker_build.Image(
+        f"{name}-image",
+        context=docker_build.BuildContextArgs(
+            location=build.location(build.context),
+            named={
+                key: docker_build.ContextArgs(location=location)
+                for key, location in build.named_locations.items()
+            },
+        ),
+        dockerfile=docker_build.DockerfileArgs(location=build.location(build.dockerfile)),
+        platforms=list(build.platforms),
+        build_args=dict(build.build_args),
+        build_on_preview=BUILD_ON_PREVIEW,
+        push=True,
+        tags=[pulumi.Output.concat(repository, f":v-{content}-", release.hex)],
+        registries=[login] if login else None,
+        cache_from=[
+            docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))
+        ]
+        if cache
+        else None,
+        cache_to=[
+            docker_build.CacheToArgs(
+                registry=docker_build.CacheToRegistryArgs(
+                    ref=cache_ref,
+                    mode=docker_build.CacheMode.MAX,
+                    image_manifest=True,  # the cache format ECR accepts
+                    oci_media_types=True,
                 )
-            ],
-            cache_from=[
-                docker_build.CacheFromArgs(
-                    registry=docker_build.CacheFromRegistryArgs(ref=cache_ref)
-                )
-            ],
-            cache_to=[
-                docker_build.CacheToArgs(
-                    registry=docker_build.CacheToRegistryArgs(
-                        ref=cache_ref,
-                        mode=docker_build.CacheMode.MAX,
-                        image_manifest=True,  # the cache format ECR accepts
-                        oci_media_types=True,
-                    )
-                )
-            ],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+            )
+        ]
+        if cache
+        else None,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

@@ -70,9 +70,6 @@ class Taint:
         """The toleration of this taint, whatever its value (Helm values take this form)."""
         return {"key": self.key, "operator": "Exists", "effect": self.effect}
 
-    def toleration_args(self) -> core.TolerationArgs:
-        return core.TolerationArgs(key=self.key, operator="Exists", effect=self.effect)
-
 
 # GPU nodes are tainted with the GPU's resource name, the convention of EKS's GPU AMIs and of
 # NVIDIA's charts: only pods that tolerate it (those that use a GPU) land there.
@@ -81,14 +78,29 @@ GPU_TAINT = Taint(GPU_RESOURCE, "true")
 
 @dataclass(frozen=True)
 class Nodes:
-    """Which nodes a pod may run on: the labels it selects, and the taint of those nodes it
-    must tolerate (None: they have none)."""
+    """Which nodes a pod may run on: the labels it selects (none: any node), the taint the
+    stack gives those nodes (None: none), and the tolerations of a cluster's own taints
+    (``Toleration`` fields as Kubernetes writes them)."""
 
     labels: dict[str, str]
     taint: Taint | None = None
+    tolerate: tuple[dict[str, str], ...] = ()
+
+    @property
+    def selector(self) -> dict[str, str] | None:
+        return self.labels or None
 
     def tolerations(self) -> list[core.TolerationArgs] | None:
-        return [self.taint.toleration_args()] if self.taint else None
+        found = ([self.taint.toleration()] if self.taint else []) + list(self.tolerate)
+        return [
+            core.TolerationArgs(
+                key=t["key"],
+                operator=t.get("operator"),
+                value=t.get("value"),
+                effect=t.get("effect"),
+            )
+            for t in found
+        ] or None
 
 
 @dataclass(frozen=True)

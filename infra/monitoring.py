@@ -71,6 +71,9 @@ class MonitoringArgs:
     gpu_nodes: Nodes  # where DCGM's exporter runs (one per GPU node)
     # the device plugin's DaemonSet (namespace, name) the stack runs, for its alert
     device_plugin: tuple[str, str] | None = None
+    # install the stack (AWS); else use the Prometheus operator running in ``namespace``
+    install: bool = True
+    namespace: str = NAMESPACE
 
 
 def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
@@ -219,9 +222,16 @@ def dcgm_values(nodes: Nodes) -> dict[str, Any]:
 
 
 def _pod_monitor(
-    resource_name: str, app: App, port: str, path: str, namespace: str, opts: pulumi.ResourceOptions
+    resource_name: str,
+    app: App,
+    port: str,
+    path: str,
+    namespace: str,
+    serving_namespace: str,
+    opts: pulumi.ResourceOptions,
 ) -> k8s.apiextensions.CustomResource:
-    """Prometheus scrapes ``app``'s pods in ``namespace`` on their ``port``. The series keep
+    """Prometheus scrapes ``app``'s pods in ``serving_namespace`` on their ``port`` (the
+    monitor lives in ``namespace``, Prometheus's). The series keep
     their own labels where a target label has the same name: the operator labels every
     target with ``endpoint`` (the port's name), and the gateway's metrics have an
     ``endpoint`` label of their own, the route (which would become ``exported_endpoint``)."""
@@ -229,10 +239,10 @@ def _pod_monitor(
         resource_name,
         api_version="monitoring.coreos.com/v1",
         kind="PodMonitor",
-        metadata=meta.ObjectMetaArgs(name=app.name, namespace=NAMESPACE, labels=app.labels),
+        metadata=meta.ObjectMetaArgs(name=app.name, namespace=namespace, labels=app.labels),
         spec={
             "selector": {"matchLabels": app.labels},
-            "namespaceSelector": {"matchNames": [namespace]},
+            "namespaceSelector": {"matchNames": [serving_namespace]},
             "podMetricsEndpoints": [
                 {"port": port, "path": path, "interval": "15s", "honorLabels": True}
             ],
@@ -265,6 +275,10 @@ def _release(
 
 
 class Monitoring(pulumi.ComponentResource):
+    """With ``spec.install``, the monitoring stack in its own namespace; without, the
+    project's monitors, rules and dashboard for a Prometheus operator the cluster already
+    runs in ``spec.namespace``."""
+
     def __init__(
         self,
         name: str,
@@ -279,6 +293,50 @@ class Monitoring(pulumi.ComponentResource):
         self._opts = pulumi.ResourceOptions(
             parent=self, provider=provider, depends_on=list(depends_on)
         )
+        in_namespace, after_stack = self._opts, self._opts
+        self.grafana_password: random.RandomPassword | None = None
+        if spec.install:
+            in_namespace, after_stack = self._install(name, spec)
+        self.monitors = [
+            _pod_monitor(
+                f"{name}-{app.name}-monitor",
+                app,
+                port,
+                path,
+                spec.namespace,
+                serving_namespace,
+                after_stack,
+            )
+            for app, port, path in (
+                (GATEWAY, "metrics", "/metrics"),
+                (TF_SERVING, "http", TF_SERVING_METRICS_PATH),
+            )
+        ]
+        self.rules = k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=spec.namespace),
+            spec={"groups": alert_rules(serving_namespace, spec.gpus, spec.device_plugin)},
+            opts=after_stack,
+        )
+        self.dashboard = core.ConfigMap(
+            f"{name}-dashboard",
+            metadata=meta.ObjectMetaArgs(
+                name=f"{PROJECT}-dashboard",
+                namespace=spec.namespace,
+                labels={"grafana_dashboard": "1"},
+            ),
+            data={DASHBOARD.name: json.dumps(json.loads(DASHBOARD.read_text()))},
+            opts=in_namespace,
+        )
+        self.register_outputs({})
+
+    def _install(
+        self, name: str, spec: MonitoringArgs
+    ) -> tuple[pulumi.ResourceOptions, pulumi.ResourceOptions]:
+        """The namespace, kube-prometheus-stack and, for GPUs, DCGM's exporter and the
+        adapter; the options of what goes into the namespace, and of what needs the stack."""
         # node exporter and DCGM exporter read the host (its /proc, the kubelet's socket)
         self.namespace = core.Namespace(
             f"{name}-ns",
@@ -330,31 +388,4 @@ class Monitoring(pulumi.ComponentResource):
                     after_stack,
                 ),
             ]
-        self.monitors = [
-            _pod_monitor(
-                f"{name}-{app.name}-monitor", app, port, path, serving_namespace, after_stack
-            )
-            for app, port, path in (
-                (GATEWAY, "metrics", "/metrics"),
-                (TF_SERVING, "http", TF_SERVING_METRICS_PATH),
-            )
-        ]
-        self.rules = k8s.apiextensions.CustomResource(
-            f"{name}-rules",
-            api_version="monitoring.coreos.com/v1",
-            kind="PrometheusRule",
-            metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=NAMESPACE),
-            spec={"groups": alert_rules(serving_namespace, spec.gpus, spec.device_plugin)},
-            opts=after_stack,
-        )
-        self.dashboard = core.ConfigMap(
-            f"{name}-dashboard",
-            metadata=meta.ObjectMetaArgs(
-                name=f"{PROJECT}-dashboard",
-                namespace=NAMESPACE,
-                labels={"grafana_dashboard": "1"},
-            ),
-            data={DASHBOARD.name: json.dumps(json.loads(DASHBOARD.read_text()))},
-            opts=in_namespace,
-        )
-        self.register_outputs({"grafana_password": self.grafana_password.result})
+        return in_namespace, after_stack

@@ -1,9 +1,11 @@
 """The whole stack, wired from its components. ``main()`` is what ``pulumi up`` runs.
 
 This is the one module that reads the stack config: ``plan`` turns it into the small typed
-Args each component owns (and checks that the pods those Args describe fit the node pools
-they run in), and ``main`` hands each component only the values it needs, so what depends
-on what is visible here. ``make cost`` prices the same plan.
+Args each component owns (and checks that the pods those Args describe fit where they run),
+and ``main`` hands each component only the values it needs, so what depends on what is
+visible here. One program, three targets (``target``): AWS, where the stack makes the
+cluster (``infra.aws``); a local cluster, or one you already run (``infra.own_cluster``).
+The serving components are the same on all three. ``make cost`` prices the same plan.
 """
 
 from __future__ import annotations
@@ -12,42 +14,58 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from infra import capacity
 from infra.account import look_up
 from infra.api_keys import key_ids, load_key_file
 from infra.aws import AwsArgs, AwsPlatform
 from infra.cluster import CPU_NODES, DEVICE_PLUGIN_DAEMONSET, GPU_NODES, SystemNodesArgs
-from infra.config import PoolConfig, ScalingConfig, StackConfig, config_error, load_config
+from infra.config import (
+    LOCAL_REGISTRY,
+    PoolConfig,
+    ScalingConfig,
+    StackConfig,
+    config_error,
+    load_config,
+)
 from infra.eks_versions import support_warning
 from infra.gateway import POD as GATEWAY_POD
-from infra.gateway import GatewayArgs
+from infra.gateway import Exposure, GatewayArgs
 from infra.karpenter import CPU_DISRUPTION, GPU_DISRUPTION, NodePoolArgs
 from infra.kube import Nodes, Placement, PodSize, Replicas
 from infra.load_balancer import PublicEndpoint
-from infra.model_export import find_export
+from infra.model_export import ModelExport, find_export
 from infra.monitoring import GPU_UTILISATION_METRIC, Monitoring, MonitoringArgs
 from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from infra.own_cluster import OwnCluster, OwnClusterArgs
 from infra.project import PROJECT
 from infra.quotas import check_quotas
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
-from infra.serving import Serving
-from infra.tf_serving import CPU_POD, GPU_POD, TfServingArgs
+from infra.serving import Images, Serving
+from infra.tf_serving import CPU_POD, GPU_POD, LAPTOP_POD, TfServingArgs
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Every component's Args for one stack."""
+    """Every component's Args for one stack: the workloads', and one target's."""
 
-    aws: AwsArgs
     gateway: GatewayArgs
     tf_serving: TfServingArgs
     monitoring: MonitoringArgs | None  # None: no monitoring (off, or the stack is parked)
+    aws: AwsArgs | None = None
+    own_cluster: OwnClusterArgs | None = None
+
+    @property
+    def on_aws(self) -> AwsArgs:
+        """The AWS target's Args (an aws stack's plan has them)."""
+        assert self.aws is not None, "not an aws stack"
+        return self.aws
 
     @property
     def tiers(self) -> list[capacity.Tier]:
         """The workloads and the pools they run in, named by their config keys."""
-        return _tiers(self.gateway, self.tf_serving, self.aws.cpu_pool, self.aws.gpu_pool)
+        return _tiers(self.gateway, self.tf_serving, self.on_aws.cpu_pool, self.on_aws.gpu_pool)
 
 
 CPU_POOL_KEY, GPU_POOL_KEY = "cpuNodes", "gpuNodes"
@@ -93,18 +111,27 @@ def _size(scaling: ScalingConfig, default: PodSize) -> PodSize:
 
 
 def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> Plan:
-    """The Args of every component, checked: every pod fits its pool and the gateway's
-    memory holds what it needs (ConfigError naming the keys otherwise). ``model.onGpu``
-    alone moves TF Serving between the pools: its size, the CPU pool's limit (unless the
-    stack sets ``cpuNodes.maxVcpus``) and what it scales on follow."""
-    placement = {"high_availability": cfg.high_availability, "parked": cfg.parked}
-    on_gpu = cfg.model.on_gpu
-    # A parked stack runs no workload nodes, so no monitoring either (its history is lost).
-    monitored = cfg.monitoring.enabled and not cfg.parked
+    """The Args of every component, checked: every pod fits where it runs and the
+    gateway's memory holds what it needs (ConfigError naming the keys otherwise).
+    ``model.onGpu`` alone moves TF Serving between GPU and CPU nodes: its size, (on AWS)
+    the CPU pool's limit unless ``cpuNodes.maxVcpus`` is set, and what it scales on
+    follow."""
+    on_gpu = cfg.on_gpu
+    # A parked stack runs no workload pods, so no monitoring either (its history is lost).
+    monitored = cfg.monitored and not cfg.parked
+    if cfg.target == "aws":
+        gateway_nodes, tf_nodes = CPU_NODES, GPU_NODES if on_gpu else CPU_NODES
+        tf_size = GPU_POD if on_gpu else CPU_POD
+    else:
+        placement = cfg.gpu_placement
+        tolerate = tuple(t.model_dump(exclude_none=True) for t in placement.tolerations)
+        gateway_nodes = Nodes({})
+        tf_nodes = Nodes(placement.node_selector, tolerate=tolerate) if on_gpu else Nodes({})
+        tf_size = GPU_POD if on_gpu else CPU_POD if cfg.target == "cluster" else LAPTOP_POD
+    spread = {"high_availability": cfg.high_availability, "parked": cfg.parked}
+    # TF Serving scales on its GPUs where the stack runs the adapter that serves the metric
     gpu_metric = (GPU_UTILISATION_METRIC, cfg.monitoring.target_gpu_percent)
-    tls = cfg.tls
-    # Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not.
-    device_plugin = cfg.gpu_nodes.ami_family != "bottlerocket"
+    scales_on_gpus = monitored and on_gpu and cfg.target == "aws"
     gateway = GatewayArgs(
         pods=_size(cfg.gateway, GATEWAY_POD),
         replicas=Replicas(
@@ -112,46 +139,93 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
             cfg.gateway.max_replicas,
             target_cpu_percent=cfg.gateway.target_cpu_percent,
         ),
-        placement=Placement(CPU_NODES, **placement),
+        placement=Placement(gateway_nodes, **spread),
         model_name=model_name,
         api_key_file=api_key_file,
     )
     tf_serving = TfServingArgs(
-        pods=_size(cfg.tf_serving, GPU_POD if on_gpu else CPU_POD),
+        pods=_size(cfg.tf_serving, tf_size),
         replicas=Replicas(
             cfg.tf_serving.min_replicas,
             cfg.tf_serving.max_replicas,
-            metric=gpu_metric if monitored and on_gpu else None,
+            metric=gpu_metric if scales_on_gpus else None,
             target_cpu_percent=cfg.tf_serving.target_cpu_percent,
         ),
-        placement=Placement(GPU_NODES if on_gpu else CPU_NODES, **placement),
+        placement=Placement(tf_nodes, **spread),
         model_name=model_name,
         gpus=1 if on_gpu else 0,
     )
-    gpu_pool = _pool(
-        "gpu",
-        cfg.gpu_nodes,
-        GPU_NODES,
-        cfg.gpu_nodes.max_gpus,
-        GPU_DISRUPTION,
-        cfg.gpu_nodes.ami_family,
-    )
-    cpu_pool = _pool("cpu", cfg.cpu_nodes, CPU_NODES, cfg.cpu_nodes.max_vcpus or 0, CPU_DISRUPTION)
-    if cfg.cpu_nodes.max_vcpus is None:
+    if shortfall := gateway.memory_shortfall():
+        raise config_error(
+            f"gateway: memory {gateway.pods.memory} is too little for the gateway: {shortfall}"
+        )
+    if cfg.target != "aws":
+        return Plan(
+            gateway,
+            tf_serving,
+            MonitoringArgs(
+                retention_days=cfg.monitoring.retention_days,
+                gpus=on_gpu,
+                cpu_nodes=gateway_nodes,
+                gpu_nodes=tf_nodes,
+                install=False,
+                namespace=cfg.monitoring.prometheus_namespace or MONITORING_NAMESPACE,
+            )
+            if monitored
+            else None,
+            own_cluster=OwnClusterArgs(
+                local=cfg.target == "local",
+                name=f"clothing-{cfg.stack}",
+                kubeconfig=cfg.kubernetes.kubeconfig,
+                context=cfg.kubernetes.context,
+                registry=cfg.registry or LOCAL_REGISTRY,
+                gateway_service=cfg.gateway_service,
+                allowed_client_cidrs=cfg.allowed_client_cidrs,
+                model_on_gpu=on_gpu,
+            ),
+        )
+    return _aws_plan(cfg, gateway, tf_serving, monitored)
+
+
+def _aws_plan(
+    cfg: StackConfig, gateway: GatewayArgs, tf_serving: TfServingArgs, monitored: bool
+) -> Plan:
+    """An aws stack's plan: its node pools, checked to hold the workloads."""
+    keys = cfg.on_aws
+    tls = cfg.tls
+    # Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not.
+    device_plugin = keys.gpu_nodes.ami_family != "bottlerocket"
+    monitoring_on = bool(cfg.monitored)
+    gpu = keys.gpu_nodes
+    gpu_pool = _pool("gpu", gpu, GPU_NODES, gpu.max_gpus, GPU_DISRUPTION, gpu.ami_family)
+    cpu = keys.cpu_nodes
+    cpu_pool = _pool("cpu", cpu, CPU_NODES, cpu.max_vcpus or 0, CPU_DISRUPTION)
+    if cpu.max_vcpus is None:
         needed, _ = capacity.cpu_vcpus_needed(
             _tiers(gateway, tf_serving, cpu_pool, gpu_pool),
             cpu_pool.capacity(CPU_POOL_KEY).types,
-            cfg.monitoring.enabled,
+            monitoring_on,
         )
         cpu_pool = replace(cpu_pool, limit=needed)
     result = Plan(
+        gateway,
+        tf_serving,
+        MonitoringArgs(
+            retention_days=cfg.monitoring.retention_days,
+            gpus=bool(tf_serving.gpus),
+            cpu_nodes=CPU_NODES,
+            gpu_nodes=GPU_NODES,
+            device_plugin=DEVICE_PLUGIN_DAEMONSET if device_plugin else None,
+        )
+        if monitored
+        else None,
         aws=AwsArgs(
             cluster_name=f"clothing-{cfg.stack}",
-            region=cfg.region,
-            cluster_version=cfg.cluster_version,
+            region=keys.region,
+            cluster_version=keys.cluster_version,
             vpc_cidr=cfg.vpc_cidr,
             availability_zones=cfg.availability_zones,
-            nat_gateways=cfg.nat_gateways,
+            nat_gateways=keys.nat_gateways,
             public_access_cidrs=cfg.public_access_cidrs or [],
             admin_principal_arns=cfg.admin_principal_arns,
             log_retention_days=cfg.log_retention_days,
@@ -161,7 +235,6 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
             cpu_pool=cpu_pool,
             gpu_pool=gpu_pool,
             controller_replicas=2 if cfg.high_availability else 1,
-            # Bottlerocket's NVIDIA variant ships the device plugin; AL2023's does not.
             device_plugin=device_plugin,
             endpoint=PublicEndpoint(
                 allowed_client_cidrs=cfg.allowed_client_cidrs,
@@ -169,32 +242,14 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
                 dns_name=tls.dns_name if tls else None,
                 hosted_zone_id=tls.hosted_zone_id if tls else None,
             ),
-            model_on_gpu=on_gpu,
+            model_on_gpu=bool(tf_serving.gpus),
             tags={"stack": cfg.stack, "project": PROJECT},
         ),
-        gateway=gateway,
-        tf_serving=tf_serving,
-        monitoring=MonitoringArgs(
-            retention_days=cfg.monitoring.retention_days,
-            gpus=on_gpu,
-            cpu_nodes=CPU_NODES,
-            gpu_nodes=GPU_NODES,
-            device_plugin=DEVICE_PLUGIN_DAEMONSET if device_plugin else None,
-        )
-        if monitored
-        else None,
     )
-    if shortfall := result.gateway.memory_shortfall():
-        raise config_error(
-            f"gateway: memory {gateway.pods.memory} is too little for the gateway: {shortfall}"
-        )
     system = capacity.INSTANCE_TYPES[cfg.system_nodes.instance_type]
     try:
         capacity.check(
-            result.tiers,
-            result.aws.cpu_pool.capacity(CPU_POOL_KEY),
-            system,
-            monitoring=cfg.monitoring.enabled,
+            result.tiers, cpu_pool.capacity(CPU_POOL_KEY), system, monitoring=monitoring_on
         )
     except ValueError as exc:
         raise config_error(str(exc)) from None
@@ -205,56 +260,101 @@ def main() -> dict[str, pulumi.Output[Any]]:
     """Declare every resource and return the stack outputs."""
     cfg = load_config()  # raises ConfigError before anything is declared
     api_key_file = load_key_file(cfg.require_api_keys)  # digests; ConfigError likewise
-    if warning := support_warning(cfg.cluster_version, cfg.today):
-        pulumi.log.warn(f"{PROJECT}:clusterVersion: {warning}")
     export = find_export(cfg.model)
     stack = plan(cfg, export.name, api_key_file)
-    for warning in check_quotas(stack):  # ConfigError if the stack cannot deploy at all
-        pulumi.log.warn(f"{PROJECT}:{warning}")
+    if stack.aws is not None:
+        return _on_aws(cfg, stack, stack.aws, export, api_key_file)
+    assert stack.own_cluster is not None
+    cluster = OwnCluster("cluster", stack.own_cluster, export)
+    serving = _serving(stack, cluster.images, cluster.exposure, cluster.provider, [])
+    monitoring = _monitoring(stack, cluster.provider, [])
+    url = cluster.url(serving.gateway_hostname)
+    return _outputs(stack, serving, monitoring, url, export, api_key_file) | {
+        "gateway_image": pulumi.Output.from_input(cluster.images.gateway),
+        "model_image": pulumi.Output.from_input(cluster.images.model),
+        "proxy_image": pulumi.Output.from_input(cluster.images.proxy),
+    }
 
-    # The account's side, before anything is declared (ConfigError likewise).
-    account = look_up(
-        stack.aws.admin_principal_arns, stack.aws.spot, stack.aws.cluster_version, cfg.region
-    )
-    aws = AwsPlatform("aws", stack.aws, export, account)
-    serving = Serving(
+
+def _serving(
+    stack: Plan,
+    images: Images,
+    exposure: Exposure,
+    provider: k8s.Provider,
+    ready: list[pulumi.Resource],
+) -> Serving:
+    return Serving(
         "serving",
         gateway=stack.gateway,
         tf_serving=stack.tf_serving,
-        images=aws.images,
-        exposure=aws.exposure,
-        scraped_from=MONITORING_NAMESPACE if stack.monitoring else None,
-        provider=aws.provider,
-        depends_on=aws.ready,
+        images=images,
+        exposure=exposure,
+        scraped_from=stack.monitoring.namespace if stack.monitoring else None,
+        provider=provider,
+        depends_on=ready,
     )
-    monitoring = (
-        Monitoring(
-            "monitoring",
-            spec=stack.monitoring,
-            serving_namespace=SERVING_NAMESPACE,
-            provider=aws.provider,
-            depends_on=[*aws.nodes.node_pools.values()],
-        )
-        if stack.monitoring
-        else None
-    )
-    url = aws.publish("serving-dns", serving.gateway_hostname, was_under=serving)
 
+
+def _monitoring(
+    stack: Plan, provider: k8s.Provider, ready: list[pulumi.Resource]
+) -> Monitoring | None:
+    if stack.monitoring is None:
+        return None
+    return Monitoring(
+        "monitoring",
+        spec=stack.monitoring,
+        serving_namespace=SERVING_NAMESPACE,
+        provider=provider,
+        depends_on=ready,
+    )
+
+
+def _outputs(
+    stack: Plan,
+    serving: Serving,
+    monitoring: Monitoring | None,
+    url: pulumi.Output[str],
+    export: ModelExport,
+    api_key_file: str | None,
+) -> dict[str, pulumi.Output[Any]]:
+    """What every target exports."""
+    password = monitoring.grafana_password if monitoring else None
     return {
-        "grafana_admin_password": pulumi.Output.secret(
-            monitoring.grafana_password.result if monitoring else ""
-        ),
+        "grafana_admin_password": pulumi.Output.secret(password.result if password else ""),
         "gateway_url": url,
-        "load_balancer_hostname": serving.gateway_hostname,
+        "load_balancer_hostname": pulumi.Output.from_input(serving.gateway_hostname or ""),
         # the ids of the keys /predict accepts ([]: it is open), never the keys
         "api_key_ids": pulumi.Output.from_input(key_ids(api_key_file)),
+        "model_version": pulumi.Output.from_input(export.version),
+        "parked": pulumi.Output.from_input(stack.gateway.placement.parked),
+    }
+
+
+def _on_aws(
+    cfg: StackConfig,
+    stack: Plan,
+    args: AwsArgs,
+    export: ModelExport,
+    api_key_file: str | None,
+) -> dict[str, pulumi.Output[Any]]:
+    if warning := support_warning(args.cluster_version, cfg.today):
+        pulumi.log.warn(f"{PROJECT}:clusterVersion: {warning}")
+    for warning in check_quotas(stack):  # ConfigError if the stack cannot deploy at all
+        pulumi.log.warn(f"{PROJECT}:{warning}")
+    # The account's side, before anything is declared (ConfigError likewise).
+    account = look_up(args.admin_principal_arns, args.spot, args.cluster_version, args.region)
+    aws = AwsPlatform("aws", args, export, account)
+    serving = _serving(stack, aws.images, aws.exposure, aws.provider, aws.ready)
+    monitoring = _monitoring(stack, aws.provider, [*aws.nodes.node_pools.values()])
+    assert serving.gateway_hostname is not None  # the NLB's
+    url = aws.publish("serving-dns", serving.gateway_hostname, was_under=serving)
+    aws_outputs: dict[str, pulumi.Output[Any]] = {
         "kubeconfig": pulumi.Output.secret(aws.cluster.kubeconfig_json),
-        "cluster_name": pulumi.Output.from_input(stack.aws.cluster_name),
+        "cluster_name": pulumi.Output.from_input(args.cluster_name),
         "gateway_repository_url": aws.registry.gateway_repo.repository_url,
         "model_repository_url": aws.registry.model_repo.repository_url,
         "gateway_image": aws.registry.gateway_ref,
         "model_image": aws.registry.model_ref,
         "proxy_image": aws.registry.proxy_ref,
-        "model_version": pulumi.Output.from_input(export.version),
-        "parked": pulumi.Output.from_input(cfg.parked),
     }
+    return _outputs(stack, serving, monitoring, url, export, api_key_file) | aws_outputs

@@ -126,7 +126,7 @@ def _quotas(family: dict[str, Quota], capacity_types: list[str]) -> tuple[Quota,
 
 
 def _system(stack: Plan) -> Need:
-    system = stack.aws.system_nodes
+    system = stack.on_aws.system_nodes
     instance = capacity.INSTANCE_TYPES[system.instance_type]
     nodes = system.size + 1
     reason = (
@@ -137,7 +137,7 @@ def _system(stack: Plan) -> Need:
 
 
 def _cpu_pool(stack: Plan) -> Need:
-    pool = stack.aws.cpu_pool
+    pool = stack.on_aws.cpu_pool
     quotas = _quotas(STANDARD, pool.capacity_types)
     maximum = f"cpuNodes.maxVcpus {pool.limit}"
     if stack.gateway.placement.parked:
@@ -151,7 +151,7 @@ def _cpu_pool(stack: Plan) -> Need:
         parts.append("the monitoring pods")
     total = sum((requests for requests, count in pods for _ in range(count)), capacity.NOTHING)
     count = sum(n for _, n in pods)
-    zones = stack.aws.availability_zones if stack.gateway.placement.high_availability else 1
+    zones = stack.on_aws.availability_zones if stack.gateway.placement.high_availability else 1
     spread = max(min(t.workload.minimum + t.workload.surge, zones) for t in tiers)
     options = []
     for name in pool.instance_types:
@@ -171,7 +171,7 @@ def _cpu_pool(stack: Plan) -> Need:
 
 
 def _gpu_pool(stack: Plan) -> Need:
-    pool = stack.aws.gpu_pool
+    pool = stack.on_aws.gpu_pool
     types = [capacity.INSTANCE_TYPES[name] for name in pool.instance_types]
     quotas = _quotas(G_AND_VT, pool.capacity_types)
     # at the limit: maxGpus in nodes of the type with the most vCPUs for them
@@ -289,7 +289,7 @@ def check_quotas(stack: Plan) -> list[str]:
     config key it is about)."""
     wanted = needs(stack)
     codes = list(dict.fromkeys(q.code for need in wanted for q in need.quotas))
-    problems, warnings = assess(wanted, look_up(codes, stack.aws.region), stack.aws.region)
+    problems, warnings = assess(wanted, look_up(codes, stack.on_aws.region), stack.on_aws.region)
     if problems:
         raise config_error(*problems)
     return warnings

@@ -126,7 +126,10 @@ class Serving(pulumi.ComponentResource):
             within=within,
             after=self.tf_serving.deployment,
         )
-        self.gateway_hostname = self.gateway.service.status.apply(ingress_hostname)
-        self.register_outputs(
-            {"gateway_hostname": self.gateway_hostname, "model_target": self.tf_serving.target}
+        # The load balancer's address, once it has one (None: a ClusterIP Service).
+        self.gateway_hostname = (
+            self.gateway.service.status.apply(ingress_hostname)
+            if exposure.service_type == "LoadBalancer"
+            else None
         )
+        self.register_outputs({"model_target": self.tf_serving.target})

@@ -47,6 +47,8 @@ METRICS_PATH = "/monitoring/prometheus/metrics"  # on the REST port (config/moni
 # m6i.large: under 1.8 cores left for pods), and the autoscaler adds pods instead.
 GPU_POD = PodSize("2", "6Gi")
 CPU_POD = PodSize("1", "6Gi")
+# On a laptop's cluster (kind and the like): one core, and the memory one model needs.
+LAPTOP_POD = PodSize("1", "2Gi")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _pod(args: TfServingArgs, image: pulumi.Input[str]) -> core.PodSpecArgs:
         service_account_name=TF_SERVING.name,
         automount_service_account_token=False,
         security_context=pod_context(),
-        node_selector=args.placement.nodes.labels,
+        node_selector=args.placement.nodes.selector,
         tolerations=args.placement.nodes.tolerations(),
         topology_spread_constraints=zone_spread(TF_SERVING, args.placement),
         termination_grace_period_seconds=30,

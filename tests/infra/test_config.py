@@ -28,6 +28,11 @@ def _values(stack: str) -> dict[str, Any]:
     }
 
 
+def test_the_local_stack_is_valid_without_aws() -> None:
+    cfg = parse_stack_file("local")
+    assert (cfg.target, cfg.region, cfg.on_gpu, cfg.monitored) == ("local", None, False, False)
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_committed_stacks_are_valid_and_current(stack: str) -> None:
     """Valid today (the real date: CI fails when a version leaves support), on the newest
@@ -163,7 +168,7 @@ def test_high_availability_needs_two_of_everything() -> None:
 
 
 def test_missing_keys_and_region() -> None:
-    with pytest.raises(ConfigError, match=r"clothing-serving:gpuNodes: Field required"):
+    with pytest.raises(ConfigError, match=r"clothing-serving:gpuNodes: required \(target aws\)"):
         parse_config(
             {k: v for k, v in _values("dev").items() if k != "gpuNodes"},
             stack="dev",
