@@ -188,6 +188,7 @@ def main() -> dict[str, pulumi.Output[Any]]:
         exposure=aws.exposure,
         scraped_from=MONITORING_NAMESPACE if stack.monitoring else None,
         provider=aws.provider,
+        kubeconfig=aws.cluster.kubeconfig_json,
         depends_on=aws.ready,
     )
     monitoring = (

@@ -1,14 +1,21 @@
-"""infra.rollout_wait: the polling loop with a fake cluster and a fake clock, and the
-reader against a stand-in Kubernetes API (real HTTP, the real client)."""
+"""infra.rollout_wait: the polling loop with a fake cluster and a fake clock, the reader
+against a stand-in Kubernetes API (real HTTP, the real client), and the command
+``pulumi up`` runs, as the program writes it."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +31,7 @@ from infra.rollout_wait import (
     wait,
 )
 from tests.infra import karpenter_shapes as k
+from tests.infra.harness import ROOT, StackRun
 
 TARGET = Target("clothing", "tf-serving", 2)
 LIMITS = Limits(rollout_s=45 * 60)
@@ -256,3 +264,54 @@ def test_the_reader_turns_api_errors_into_unreachable(api: tuple[str, type[Stand
     closed.server_close()
     with pytest.raises(ClusterUnreachable):
         ApiReader(kubeconfig(f"http://127.0.0.1:{port}")).snapshot("clothing", "tf-serving")
+
+
+def _uv() -> str:
+    """uv as the Makefile finds it (Pulumi's uv toolchain needs it on PATH)."""
+    found = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    assert Path(found).exists(), "uv is not installed: make setup"
+    return found
+
+
+def test_the_command_pulumi_runs_fails_with_karpenters_reason(
+    stacks: dict[str, StackRun], api: tuple[str, type[StandInApi]]
+) -> None:
+    """The exact command of the program's rollout wait, from its directory, with the
+    kubeconfig on stdin: a pod Pending for days behind a vCPU quota fails at once."""
+    server, handler = api
+    [command] = [
+        c for c in stacks["dev"].of_type("command:local:Command") if c.name == "tf-serving-rollout"
+    ]
+    words = shlex.split(command.inputs["create"])
+    words[words.index("--generation") + 1] = "2"  # the recorded cluster's generation
+    env = {**os.environ, "PATH": f"{Path(_uv()).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("VIRTUAL_ENV", None)
+    result = subprocess.run(
+        words,
+        cwd=ROOT / command.inputs["dir"],
+        input=json.dumps(kubeconfig(server)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        "error: tf-serving: pod tf-serving-6d9f7c8b5-x2k4q has had no node for "
+    )
+    assert "VcpuLimitExceeded" in result.stderr
+    handler.snapshot = cluster(
+        [k.pod(UNPLACED["metadata"]["name"], NEW_RS, node="n", ready=True)],
+        deployment=k.deployment(total=1),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.rollout_wait", "clothing/tf-serving", "--generation", "2", "--timeout", "60"],
+        cwd=ROOT,
+        input=json.dumps(kubeconfig(server)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "tf-serving: rolled out, 1 pods ready\n")
