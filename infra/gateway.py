@@ -29,6 +29,7 @@ from infra.kube import (
     disruption_budget,
     pod_context,
     restricted_container_context,
+    rollout,
     service_account,
     tmp_volume,
     zone_spread,
@@ -51,7 +52,8 @@ PROXY_LIMITS = {"cpu": "500m", "memory": "256Mi"}
 API_KEYS_DIR = "/etc/gateway/api-keys"
 API_KEYS_FILE = "keys"
 HSTS_MAX_AGE_S = 365 * 24 * 3600
-# How long `pulumi up` waits for the gateway's rollout: it is ready only once TF Serving is.
+# How long `pulumi up` waits for the gateway's rollout in all (it starts once TF Serving's
+# is done; a pod that gets no node fails it far sooner).
 TIMEOUT_S = 20 * 60
 
 
@@ -235,6 +237,7 @@ class Gateway(pulumi.ComponentResource):
         proxy_image: pulumi.Input[str],
         model_target: pulumi.Input[str],
         exposure: Exposure,
+        kubeconfig: pulumi.Input[str],
         within: Component,
         after: pulumi.Resource,
     ) -> None:
@@ -264,10 +267,9 @@ class Gateway(pulumi.ComponentResource):
             args.environment(model_target, exposure.tls),
             self.api_keys.metadata.name if self.api_keys else None,
         )
-        # The gateway is ready only once TF Serving is (``after``): start waiting after that.
-        self.deployment = deployment(
-            GATEWAY, pod, args.placement, args.replicas, TIMEOUT_S, at, after
-        )
+        # The gateway is ready only once TF Serving is (``after``): start it after that.
+        self.deployment = deployment(GATEWAY, pod, args.placement, args.replicas, at, after)
+        rollout(GATEWAY, self.deployment, TIMEOUT_S, kubeconfig, at)
         self.service = core.Service(
             f"{prefix}-gateway-svc",
             metadata=at.metadata(GATEWAY.name, GATEWAY, exposure.annotations or None),

@@ -1,7 +1,7 @@
 """Kubernetes building blocks every workload shares, on any cluster: labels, where pods may
 run (node selectors, taints and the tolerations they need), hardened pod and container
-security contexts, and the objects around a Deployment (its autoscaler, its disruption
-budget, a NetworkPolicy that lets traffic in).
+security contexts, and the objects around a Deployment (the wait for its rollout, its
+autoscaler, its disruption budget, a NetworkPolicy that lets traffic in).
 
 Nothing here knows AWS: the serving components (``infra.serving``, ``infra.gateway``,
 ``infra.tf_serving``) are built from these and a Kubernetes provider, whatever the cluster.
@@ -9,14 +9,17 @@ Nothing here knows AWS: the serving components (``infra.serving``, ``infra.gatew
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_command import local
 
 from infra.capacity import Resources, parse_cpu, parse_memory
-from infra.project import PROJECT
+from infra.project import PROJECT, REPO_ROOT
 
 meta = k8s.meta.v1
 core = k8s.core.v1
@@ -33,8 +36,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # `spec.replicas` once it has scaled, so parking (`replicas: 0`) must take it over; no other
 # field of these Deployments has another owner.
 FORCE_ANNOTATION = "pulumi.com/patchForce"
-# How long `pulumi up` waits for a rollout (pulumi-kubernetes reads this annotation).
-TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"
+# pulumi-kubernetes' own wait for a rollout ends only when it succeeds or times out, and the
+# engine waits for it even after another step failed: the Deployments skip it, and
+# ``rollout`` waits instead, failing within minutes when a pod cannot get a node
+# (infra/rollout_wait.py says why).
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 
 
 @dataclass(frozen=True)
@@ -235,7 +241,6 @@ def deployment(
     pod: core.PodSpecArgs,
     placement: Placement,
     replicas: Replicas,
-    timeout_s: int,
     at: Component,
     *depends_on: pulumi.Resource,
 ) -> k8s.apps.v1.Deployment:
@@ -243,11 +248,12 @@ def deployment(
     server-side apply, a declared count would be re-applied over the autoscaler's on every
     ``pulumi up``); only a parked stack declares zero, taking the field over from the
     autoscaler that owned it. Rolling updates start new pods first (``replicas.surge``) and
-    never take one away before its replacement is ready."""
+    never take one away before its replacement is ready. ``pulumi up`` does not wait for the
+    rollout here: ``rollout`` does."""
     return k8s.apps.v1.Deployment(
         f"{app.name}-deployment",
         metadata=at.metadata(
-            app.name, app, {TIMEOUT_ANNOTATION: str(timeout_s), FORCE_ANNOTATION: "true"}
+            app.name, app, {SKIP_AWAIT_ANNOTATION: "true", FORCE_ANNOTATION: "true"}
         ),
         spec=k8s.apps.v1.DeploymentSpecArgs(
             replicas=0 if placement.parked else None,
@@ -263,6 +269,39 @@ def deployment(
             ),
         ),
         opts=at.options(*depends_on),
+    )
+
+
+def rollout(
+    app: App,
+    deployment: k8s.apps.v1.Deployment,
+    timeout_s: int,
+    kubeconfig: pulumi.Input[str],
+    at: Component,
+) -> local.Command:
+    """Wait for the Deployment's rollout (``python -m infra.rollout_wait``): ``pulumi up``
+    fails within minutes, with Karpenter's reason, when a pod cannot get a node, and waits up
+    to ``timeout_s`` for pods that have one. It runs when the Deployment changes (a new
+    generation, or a new Deployment: its uid), not on an ``up`` that leaves it as it was."""
+    command = deployment.metadata.apply(
+        lambda meta: shlex.join(
+            [
+                *("uv", "run", "--no-sync", "python", "-m", "infra.rollout_wait"),
+                f"{meta.namespace}/{meta.name}",
+                *("--generation", str(meta.generation), "--timeout", str(timeout_s)),
+            ]
+        )
+    )
+    return local.Command(
+        f"{app.name}-rollout",
+        create=command,
+        stdin=pulumi.Output.secret(kubeconfig),
+        # the repository root, relative to where Pulumi runs the program and its providers
+        # (infra/, as images.py's build contexts): the same in every checkout
+        dir=os.path.relpath(REPO_ROOT),
+        triggers=[deployment.metadata.uid],
+        # a command, not a Kubernetes object: the workload's parent, not its provider
+        opts=pulumi.ResourceOptions(parent=at.opts.parent),
     )
 
 

@@ -24,12 +24,17 @@ tunnel``, Docker Desktop, any cloud), or a ClusterIP Service and a port-forward
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
+from infra.config import config_error
 from infra.gateway import Exposure
 from infra.images import ImageBuild, gateway_build, model_build, proxy_build, pushed_image
 from infra.kube import GATEWAY
@@ -38,6 +43,26 @@ from infra.serving import NAMESPACE, Images
 from serving_contract.ports import GATEWAY_PORT
 
 HTTP_PORT = 80
+
+
+def kubeconfig_json(path: str | None, context: str | None) -> str:
+    """The kubeconfig the stack uses (``path``, else the first file of ``KUBECONFIG``, else
+    ``~/.kube/config``) as JSON, with ``context`` as its current one (None: as it is)."""
+    if path is None:
+        path = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or "~/.kube/config"
+    file = Path(path).expanduser()
+    try:
+        kubeconfig = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise config_error(f"kubernetes.kubeconfig: cannot read {file} ({exc})") from None
+    contexts = [c.get("name") for c in kubeconfig.get("contexts") or []]
+    if context is not None:
+        if context not in contexts:
+            raise config_error(
+                f"kubernetes.context: {context!r} is not in {file} (it has: {', '.join(contexts)})"
+            )
+        kubeconfig["current-context"] = context
+    return json.dumps(kubeconfig)
 
 
 @dataclass(frozen=True)
@@ -58,10 +83,14 @@ class OwnCluster(pulumi.ComponentResource):
         name: str,
         args: OwnClusterArgs,
         export: ModelExport,
+        kubeconfig: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``kubeconfig``: ``kubeconfig_json``'s, read before anything is declared."""
         super().__init__("clothing:infra:OwnCluster", name, None, opts)
         self.args = args
+        # The rollout waits (infra.kube.rollout) read the cluster with the same credentials.
+        self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=args.kubeconfig,

@@ -38,7 +38,7 @@ from infra.load_balancer import PublicEndpoint
 from infra.model_export import ModelExport, find_export
 from infra.monitoring import GPU_UTILISATION_METRIC, Monitoring, MonitoringArgs
 from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
-from infra.own_cluster import OwnCluster, OwnClusterArgs
+from infra.own_cluster import OwnCluster, OwnClusterArgs, kubeconfig_json
 from infra.project import PROJECT
 from infra.quotas import check_quotas
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
@@ -265,8 +265,12 @@ def main() -> dict[str, pulumi.Output[Any]]:
     if stack.aws is not None:
         return _on_aws(cfg, stack, stack.aws, export, api_key_file)
     assert stack.own_cluster is not None
-    cluster = OwnCluster("cluster", stack.own_cluster, export)
-    serving = _serving(stack, cluster.images, cluster.exposure, cluster.provider, [])
+    own = stack.own_cluster
+    kubeconfig = kubeconfig_json(own.kubeconfig, own.context)  # ConfigError before anything
+    cluster = OwnCluster("cluster", own, export, kubeconfig)
+    serving = _serving(
+        stack, cluster.images, cluster.exposure, cluster.provider, cluster.kubeconfig, []
+    )
     monitoring = _monitoring(stack, cluster.provider, [])
     url = cluster.url(serving.gateway_hostname)
     return _outputs(stack, serving, monitoring, url, export, api_key_file) | {
@@ -281,6 +285,7 @@ def _serving(
     images: Images,
     exposure: Exposure,
     provider: k8s.Provider,
+    kubeconfig: pulumi.Input[str],
     ready: list[pulumi.Resource],
 ) -> Serving:
     return Serving(
@@ -291,6 +296,7 @@ def _serving(
         exposure=exposure,
         scraped_from=stack.monitoring.namespace if stack.monitoring else None,
         provider=provider,
+        kubeconfig=kubeconfig,
         depends_on=ready,
     )
 
@@ -344,7 +350,9 @@ def _on_aws(
     # The account's side, before anything is declared (ConfigError likewise).
     account = look_up(args.admin_principal_arns, args.spot, args.cluster_version, args.region)
     aws = AwsPlatform("aws", args, export, account)
-    serving = _serving(stack, aws.images, aws.exposure, aws.provider, aws.ready)
+    serving = _serving(
+        stack, aws.images, aws.exposure, aws.provider, aws.cluster.kubeconfig_json, aws.ready
+    )
     monitoring = _monitoring(stack, aws.provider, [*aws.nodes.node_pools.values()])
     assert serving.gateway_hostname is not None  # the NLB's
     url = aws.publish("serving-dns", serving.gateway_hostname, was_under=serving)

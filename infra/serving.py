@@ -4,8 +4,9 @@ Kubernetes cluster.
 The namespace enforces the ``restricted`` Pod Security Standard and denies all ingress
 but what each workload opens (``infra.gateway``, ``infra.tf_serving``) and, with
 monitoring, the metrics ports to the monitoring namespace. This component takes a
-Kubernetes provider, image references and an ``Exposure`` for the gateway's Service:
-nothing of AWS, so another cluster is another wiring in ``infra.program``.
+Kubernetes provider and the kubeconfig it is made from, image references and an
+``Exposure`` for the gateway's Service: nothing of AWS, so another cluster is another
+wiring in ``infra.program``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,13 @@ class Serving(pulumi.ComponentResource):
         exposure: Exposure,
         scraped_from: str | None,
         provider: k8s.Provider,
+        kubeconfig: pulumi.Input[str],
         depends_on: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """``scraped_from``: the monitoring namespace, the only one that reaches the
-        metrics ports (None: nobody does)."""
+        metrics ports (None: nobody does). ``kubeconfig``: the cluster's, which ``provider``
+        is made from, for the waits for the rollouts (``infra.kube.rollout``)."""
         super().__init__("clothing:infra:Serving", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(depends_on))
         self.namespace = core.Namespace(
@@ -113,7 +116,12 @@ class Serving(pulumi.ComponentResource):
                 here,
             )
         self.tf_serving = TfServing(
-            f"{name}-tf-serving", tf_serving, prefix=name, image=images.model, within=within
+            f"{name}-tf-serving",
+            tf_serving,
+            prefix=name,
+            image=images.model,
+            kubeconfig=kubeconfig,
+            within=within,
         )
         self.gateway = Gateway(
             f"{name}-gateway",
@@ -123,8 +131,9 @@ class Serving(pulumi.ComponentResource):
             proxy_image=images.proxy,
             model_target=self.tf_serving.target,
             exposure=exposure,
+            kubeconfig=kubeconfig,
             within=within,
-            after=self.tf_serving.deployment,
+            after=self.tf_serving.rollout,
         )
         # The load balancer's address, once it has one (None: a ClusterIP Service).
         self.gateway_hostname = (

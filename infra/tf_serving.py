@@ -28,6 +28,7 @@ from infra.kube import (
     disruption_budget,
     pod_context,
     restricted_container_context,
+    rollout,
     service_account,
     tmp_volume,
     zone_spread,
@@ -36,9 +37,10 @@ from serving_contract.ports import GRPC_PORT, REST_PORT
 
 core = k8s.core.v1
 
-# How long `pulumi up` waits for TF Serving's rollout. A cold GPU node (~3-5 min), a
+# How long `pulumi up` waits for TF Serving's rollout in all. A cold GPU node (~3-5 min), a
 # multi-GB image pull (~5-10 min) and loading plus warming the model (minutes) all come
-# before it is ready: pulumi-kubernetes's default 10 minutes is too short.
+# before it is ready. A pod that gets no node fails the rollout far sooner
+# (infra.placement_watch).
 TIMEOUT_S = 45 * 60
 METRICS_PATH = "/monitoring/prometheus/metrics"  # on the REST port (config/monitoring.config)
 # A TF Serving container's size unless the stack says (tfServing.cpu, tfServing.memory). On
@@ -135,6 +137,7 @@ class TfServing(pulumi.ComponentResource):
         *,
         prefix: str,
         image: pulumi.Input[str],
+        kubeconfig: pulumi.Input[str],
         within: Component,
     ) -> None:
         super().__init__("clothing:infra:TfServing", name, None, within.opts)
@@ -145,8 +148,10 @@ class TfServing(pulumi.ComponentResource):
         )
         service_account(TF_SERVING, at)
         self.deployment = deployment(
-            TF_SERVING, _pod(args, image), args.placement, args.replicas, TIMEOUT_S, at
+            TF_SERVING, _pod(args, image), args.placement, args.replicas, at
         )
+        # Done when TF Serving serves: what the gateway waits for.
+        self.rollout = rollout(TF_SERVING, self.deployment, TIMEOUT_S, kubeconfig, at)
         ports = [
             core.ServicePortArgs(
                 name="grpc", port=GRPC_PORT, target_port="grpc", app_protocol="grpc"

@@ -82,6 +82,13 @@ def _service(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
     }
 
 
+def _deployment(args: pulumi.runtime.MockResourceArgs) -> dict[str, Any]:
+    """What the API server adds to a Deployment's metadata once applied (the rollout wait
+    reads them)."""
+    metadata = args.inputs["metadata"]
+    return {"metadata": {**metadata, "generation": 1, "uid": f"{metadata['name']}-uid"}}
+
+
 MockOutputs = Callable[[pulumi.runtime.MockResourceArgs], dict[str, Any]]
 
 
@@ -96,6 +103,7 @@ MOCK_OUTPUTS: dict[str, MockOutputs] = {
     "docker-build:index:Image": _image,
     "random:index/randomId:RandomId": _random_id,
     "kubernetes:core/v1:Service": _service,
+    "kubernetes:apps/v1:Deployment": _deployment,
     "aws:kms/key:Key": lambda a: {"arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{a.name}"},
     "aws:iam/role:Role": lambda a: {"arn": f"arn:aws:iam::{ACCOUNT}:role/{a.name}", "name": a.name},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},

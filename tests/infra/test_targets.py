@@ -5,11 +5,13 @@ that configure AWS."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from infra.config import LOCAL_REGISTRY
 from tests.infra import crd_validation
@@ -25,9 +27,41 @@ KIND_DEFAULT_KUBERNETES = ("1.36", "1.37")
 AWS = ("aws:", "awsx:", "eks:")
 
 
+def _kubeconfig(directory: Path) -> Path:
+    """A kubeconfig as kind writes one, with a second cluster's context beside it."""
+    file = directory / "kubeconfig"
+    if not file.exists():
+        clusters = [
+            {"name": name, "cluster": {"server": f"https://{name}.example:6443"}}
+            for name in ("kind-kind", "prod-gke")
+        ]
+        contexts = [
+            {"name": name, "context": {"cluster": name, "user": name}}
+            for name in ("kind-kind", "prod-gke")
+        ]
+        users = [{"name": name, "user": {"token": "t"}} for name in ("kind-kind", "prod-gke")]
+        file.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": clusters,
+                    "contexts": contexts,
+                    "users": users,
+                    "current-context": "kind-kind",
+                }
+            )
+        )
+    return file
+
+
 def _config(export_dir: Path, **values: Any) -> dict[str, Any]:
     config = stack_config("local")
     values["model"] = {"exportDir": str(export_dir), **values.get("model", {})}
+    values["kubernetes"] = {
+        "kubeconfig": str(_kubeconfig(export_dir)),
+        **values.get("kubernetes", {}),
+    }
     config.update({f"{PREFIX}{key}": value for key, value in values.items()})
     return config
 
@@ -140,6 +174,10 @@ def test_without_a_load_balancer_the_url_says_how_to_port_forward(export_path: P
         ({"model": {"onGpu": True}}, "model.onGpu: a local cluster serves from CPU"),
         ({"target": "cluster"}, "target cluster needs registry"),
         (
+            {"target": "cluster", "registry": "ghcr.io/x", "kubernetes": {"context": "nope"}},
+            "kubernetes.context: 'nope' is not in",
+        ),
+        (
             {"monitoring": {"enabled": True}},
             "monitoring.prometheusNamespace: required with monitoring.enabled outside AWS",
         ),
@@ -176,6 +214,10 @@ def test_an_existing_cluster_without_gpus(export_path: Path) -> None:
     assert [call for call in mocks.calls if call.startswith("aws:")] == []
     [provider] = run.of_type("pulumi:providers:kubernetes")
     assert provider.inputs["context"] == "prod-gke"
+    # the rollout waits read the same cluster, through the context the stack names
+    for wait in run.of_type("command:local:Command"):
+        assert json.loads(wait.inputs["stdin"])["current-context"] == "prod-gke"
+        assert "stdin" in wait.secret_inputs
     tf = _pod(run, "tf-serving")
     assert "tolerations" not in tf and "nodeSelector" not in tf
     assert tf["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "6Gi"}

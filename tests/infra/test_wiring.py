@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra import rollout_wait
 from infra.config import parse_stack_file, stack_file
 from infra.karpenter import NAMESPACE as KARPENTER_NAMESPACE
 from infra.network import DISCOVERY_TAG
@@ -489,12 +492,44 @@ def test_stack_outputs(run: StackRun) -> None:
     assert outputs["parked"] is False
 
 
+def _rollout_wait(run: StackRun, app: str) -> tuple[Recorded, argparse.Namespace]:
+    """The command that waits for ``app``'s rollout, and its arguments as
+    infra.rollout_wait reads them."""
+    [command] = [c for c in run.of_type("command:local:Command") if c.name == f"{app}-rollout"]
+    words = shlex.split(command.inputs["create"])
+    assert words[:6] == ["uv", "run", "--no-sync", "python", "-m", "infra.rollout_wait"]
+    parsed = rollout_wait.parser().parse_args(words[6:])
+    return command, parsed
+
+
 def test_waits_fit_a_cold_gpu_node(run: StackRun) -> None:
     """A cold GPU node, a multi-GB pull and model warmup fit the waits."""
-    tf = _deployment(run, "tf-serving")
-    assert int(tf["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) >= 30 * 60
+    _, tf = _rollout_wait(run, "tf-serving")
+    assert tf.timeout >= 30 * 60
     startup = _pod(run, "tf-serving")["containers"][0]["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 10 * 60
+
+
+@pytest.mark.parametrize("app", ["tf-serving", "gateway"])
+def test_each_rollout_is_waited_for_by_the_placement_watch(run: StackRun, app: str) -> None:
+    """pulumi-kubernetes does not wait (it would sit out its whole timeout when a pod gets
+    no node); infra.rollout_wait does, for the generation just applied, from the repository
+    root, with the kubeconfig kept secret."""
+    annotations = _deployment(run, app)["metadata"]["annotations"]
+    assert annotations["pulumi.com/skipAwait"] == "true"
+    assert "pulumi.com/timeoutSeconds" not in annotations
+    command, args = _rollout_wait(run, app)
+    assert (args.deployment, args.generation) == (f"{NAMESPACE}/{app}", 1)
+    assert command.inputs["triggers"] == [f"{app}-uid"]  # a replaced Deployment: a new wait
+    assert "stdin" in command.secret_inputs
+    assert json.loads(command.inputs["stdin"])["kind"] == "Config"
+    assert not os.path.isabs(command.inputs["dir"])
+    assert Path(command.inputs["dir"]).resolve() == ROOT
+    assert command.provider == ""  # the default command provider, not the cluster's
+
+
+def test_the_gateway_starts_once_tf_serving_has_rolled_out(run: StackRun) -> None:
+    assert "tf-serving-rollout" in run.depends_on["gateway-deployment"]
 
 
 def test_rollouts_surge_within_capacity(run: StackRun) -> None:
