@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.config import ConfigError, ModelConfig
+from infra.config import ConfigError
+from infra.config_sections import ModelConfig
 from infra.project import PROJECT
 
 EXPORT_KEY = f"{PROJECT}:model.exportDir"

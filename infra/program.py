@@ -21,14 +21,8 @@ from infra.account import look_up
 from infra.api_keys import key_ids, load_key_file
 from infra.aws import AwsArgs, AwsPlatform
 from infra.cluster import CPU_NODES, DEVICE_PLUGIN_DAEMONSET, GPU_NODES, SystemNodesArgs
-from infra.config import (
-    LOCAL_REGISTRY,
-    PoolConfig,
-    ScalingConfig,
-    StackConfig,
-    config_error,
-    load_config,
-)
+from infra.config import LOCAL_REGISTRY, StackConfig, config_error, load_config
+from infra.config_sections import PoolConfig, ScalingConfig
 from infra.eks_versions import support_warning
 from infra.gateway import POD as GATEWAY_POD
 from infra.gateway import Exposure, GatewayArgs

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from infra.config import ConfigError, ModelConfig
+from infra.config import ConfigError
+from infra.config_sections import ModelConfig
 from infra.model_export import find_export
 from model_tools.cli import CLOTHING_CLASSES
 from tests.infra.harness import ROOT

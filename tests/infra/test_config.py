@@ -194,7 +194,7 @@ def test_program_requires_an_exported_model(tmp_path: Path) -> None:
 
 
 def test_the_served_model_is_found_in_the_export(tmp_path: Path) -> None:
-    from infra.config import ModelConfig
+    from infra.config_sections import ModelConfig
     from infra.model_export import find_export
 
     fake_export(tmp_path, "shoes", version=2)
