@@ -365,7 +365,7 @@ def load_config() -> StackConfig:
             f"publicAccessCidrs: not set: say which networks may reach the Kubernetes API in "
             f"Pulumi.{cfg.stack}.yaml: yours (e.g. 203.0.113.7/32; `curl -s "
             "https://checkip.amazonaws.com` prints your address), your CI's, or [] for a "
-            "private endpoint reached from inside the VPC (see the README, 'Reaching a "
+            "private endpoint reached from inside the VPC (docs/production.md, 'Reaching a "
             "private Kubernetes API')"
         )
     return cfg
