@@ -144,11 +144,14 @@ run: ## build both images and start TF Serving + the gateway on http://localhost
 cost: venv ## hourly cost of the dev and prod stacks (from their config and list prices)
 	$(RUN) python -m infra.cost
 
+# More options of the benchmarks, e.g. BENCH_ARGS="--images path/to/jpegs" (default: the
+# 10 in tests/fixtures/images)
+BENCH_ARGS ?=
 bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
-	$(RUN) python -m bench.gateway_vs_reference
+	$(RUN) python -m bench.gateway_vs_reference $(BENCH_ARGS)
 
 load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
-	$(RUN) python -m bench.load_test
+	$(RUN) python -m bench.load_test $(BENCH_ARGS)
 
 # The README's pictures of the website: taken by its browser tests, written into docs/.
 screenshots: setup ## retake docs/website.png and docs/website-phone.png

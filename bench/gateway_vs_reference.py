@@ -35,7 +35,8 @@ from gateway.tensors import fill_image_tensor
 from tests.support.gateway_process import gunicorn_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET = ROOT.parent / "shared" / "data" / "clothing-dataset-small" / "test"
+# The images `make bench` sends unless --images says: the 10 CC0 dataset JPEGs in the
+# repository, so every clone measures the same set.
 FIXTURES = ROOT / "tests" / "fixtures" / "images"
 SIZE = (299, 299)
 # contract served -> (label, extra gateway environment)
@@ -132,7 +133,7 @@ def compare(args: argparse.Namespace, names: list[str], image_ms: float, model_m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--images", type=Path, default=DATASET if DATASET.is_dir() else FIXTURES)
+    parser.add_argument("--images", type=Path, default=FIXTURES)
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)

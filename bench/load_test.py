@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from bench.backends import running_backends, url_bodies
-from bench.gateway_vs_reference import DATASET, FIXTURES, image_names
+from bench.gateway_vs_reference import FIXTURES, image_names
 from bench.loadgen import LoadResult, run_load
 from tests.support.gateway_process import gunicorn_gateway
 
@@ -35,7 +35,7 @@ def gateway_rss_mb(master_pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=DATASET if DATASET.is_dir() else FIXTURES)
+    parser.add_argument("--images", type=Path, default=FIXTURES)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--concurrency", type=int, default=16)
