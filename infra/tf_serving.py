@@ -42,6 +42,9 @@ core = k8s.core.v1
 # before it is ready. A pod that gets no node fails the rollout far sooner
 # (infra.placement_watch).
 TIMEOUT_S = 45 * 60
+# How long the model may take to load and warm up before liveness checks start:
+# STARTUP_CHECKS x STARTUP_PERIOD_S (15 minutes).
+STARTUP_PERIOD_S, STARTUP_CHECKS = 10, 90
 METRICS_PATH = "/monitoring/prometheus/metrics"  # on the REST port (config/monitoring.config)
 # A TF Serving container's size unless the stack says (tfServing.cpu, tfServing.memory). On
 # a GPU node the GPU does the work, and two cores feed it (decoding requests, batching); on
@@ -101,9 +104,11 @@ def _pod(args: TfServingArgs, image: pulumi.Input[str]) -> core.PodSpecArgs:
             core.ContainerPortArgs(name="http", container_port=REST_PORT),
         ],
         resources=args.pods.resources(gpus=args.gpus),
-        # Loading + warmup can take minutes: the startup probe allows 15 before liveness
+        # Loading + warmup can take minutes: the startup probe allows them before liveness
         # takes over.
-        startup_probe=core.ProbeArgs(exec_=probe, period_seconds=10, failure_threshold=90),
+        startup_probe=core.ProbeArgs(
+            exec_=probe, period_seconds=STARTUP_PERIOD_S, failure_threshold=STARTUP_CHECKS
+        ),
         readiness_probe=core.ProbeArgs(exec_=probe, period_seconds=5, failure_threshold=2),
         liveness_probe=core.ProbeArgs(
             http_get=core.HTTPGetActionArgs(path=f"/v1/models/{args.model_name}", port="http"),

@@ -201,3 +201,19 @@ def test_cost_figures_in_the_docs_are_what_make_cost_prints(
                     wrong.append(f"{page.name}: {figure[0]}")
     assert quoted >= 10, "the cost table and the figures around it were not found"
     assert wrong == [], f"not what `make cost` prints now: {wrong}"
+
+
+def test_the_timeouts_the_docs_quote_are_the_programs() -> None:
+    """How long `pulumi up` waits for each rollout, and how long TF Serving's model may
+    take to load, as docs/operations.md says them."""
+    from infra import gateway, tf_serving
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    [(tf, gw)] = re.findall(r"(\d+) minutes for TF Serving, (\d+) for the gateway", text)
+    assert (int(tf), int(gw)) == (tf_serving.TIMEOUT_S // 60, gateway.TIMEOUT_S // 60)
+    [(minutes, checks, period)] = re.findall(
+        r"startup probe allows (\d+) minutes for \((\d+)\s+checks, (\d+) s apart", text
+    )
+    assert int(checks) == tf_serving.STARTUP_CHECKS
+    assert int(period) == tf_serving.STARTUP_PERIOD_S
+    assert int(minutes) * 60 == tf_serving.STARTUP_CHECKS * tf_serving.STARTUP_PERIOD_S
