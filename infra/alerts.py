@@ -13,7 +13,7 @@ docs/operations.md, "Alerts", says what to do for each. The thresholds:
   merely busy.
 - ``TFServingNotReady``: fewer TF Serving pods available than the Deployment wants for
   25 minutes (longer than a scale-up takes: a cold GPU node, the image pull and the
-  model's load and warmup, which the rollout allows 15 minutes), or none at all for 2.
+  model's load and warmup, which its startup probe allows 15 minutes), or none at all for 2.
 - ``GPUMemoryNearlyFull``: a GPU's memory over 90% used for 10 minutes. TF Serving's
   TensorFlow grows its memory as needed (``TF_FORCE_GPU_ALLOW_GROWTH``, infra/tf_serving.py)
   instead of taking nearly all of it up front, so this is what the model and its
