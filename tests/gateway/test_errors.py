@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import get_args
 
 import grpc
@@ -15,6 +17,8 @@ from PIL import Image
 
 from gateway.errors import ERRORS
 from gateway.failures import Code
+from gateway.logs import LOGGER_NAME
+from gateway.model_errors import MODEL_FAILED, MODEL_UNAVAILABLE
 from tests.gateway.conftest import ClientFactory, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
@@ -27,6 +31,33 @@ def _error(response: object, status: int, code: str) -> str:
     assert body["error"]["code"] == code
     assert body["error"]["message"]
     return str(body["error"]["message"])
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def details(self) -> str:
+        """Every detail the gateway logged, one per line."""
+        return "\n".join(
+            str(getattr(r, name))
+            for r in self.records
+            for name in ("detail", "error_detail")
+            if getattr(r, name, None)
+        )
+
+
+@pytest.fixture
+def gateway_log() -> Iterator[_Records]:
+    handler = _Records()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
 
 
 def _png(mode: str, size: tuple[int, int] = (40, 30), color: object = 128) -> bytes:
@@ -206,17 +237,26 @@ def test_model_server_errors(
     response = client.post(
         "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
     )
-    _error(response, status, error_code)
+    message = _error(response, status, error_code)
     if status == 503:
         assert response.headers["Retry-After"] == "5"
+    # fixed words per code: the model server's own (here "injected failure") stay inside
+    assert message == (MODEL_UNAVAILABLE if status == 503 else MODEL_FAILED)
+    metrics = client.get("/metrics").text
+    assert f'gateway_model_call_errors_total{{call="predict",grpc_status="{code.name}"}} 1.0' in (
+        metrics
+    )
 
 
-def test_model_server_down_is_503_with_retry_after(make_client: ClientFactory) -> None:
+def test_model_server_down_is_503_with_retry_after(
+    make_client: ClientFactory, gateway_log: _Records
+) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        client = make_client(TF_SERVING_HOST=f"127.0.0.1:{s.getsockname()[1]}")
+        target = f"127.0.0.1:{s.getsockname()[1]}"
+        client = make_client(TF_SERVING_HOST=target)
         response = client.post(
             "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
         )
@@ -225,6 +265,13 @@ def test_model_server_down_is_503_with_retry_after(make_client: ClientFactory) -
         ready = client.get("/readyz")
         _error(ready, 503, "not_ready")
         assert ready.headers["Retry-After"] == "5"
+        for answer in (response, ready):
+            assert answer.json["error"]["message"] == MODEL_UNAVAILABLE
+        # what the public does not see, the log and the metrics keep
+        assert target in gateway_log.details() and "UNAVAILABLE" in gateway_log.details()
+        metrics = client.get("/metrics").text
+        for call in ("metadata", "status"):
+            assert f'{{call="{call}",grpc_status="UNAVAILABLE"}} 1.0' in metrics
 
 
 def test_model_deadline_is_504(

@@ -17,11 +17,12 @@ import requests
 from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 
 from gateway.errors import ERRORS
+from gateway.model_errors import MODEL_UNAVAILABLE
 from serving_contract.api_keys import digest
 from tests.gateway.conftest import TEST_ENV
 from tests.support.browser import CHROMIUM, MISSING, Problems, chromium, collect_violations, watch
 from tests.support.fake_model_server import FakeModel, serve
-from tests.support.gateway_process import gunicorn_gateway
+from tests.support.gateway_process import free_port, gunicorn_gateway
 from tests.support.image_host import FIXTURES, ImageHost
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
@@ -230,6 +231,21 @@ def test_a_file_that_is_not_a_picture_is_explained(site: str, page: Page) -> Non
     chooser.set_input_files(big)
     expect(page.get_by_role("alert")).to_contain_text(ERRORS["request_too_large"].plain)
     assert posted == []  # refused before sending 10 MiB
+
+
+def test_a_model_server_that_is_down_is_explained_without_its_address(page: Page) -> None:
+    """The page shows the registry's words and the API's message, which name nothing
+    behind the gateway (the model server's address is in the gateway's log)."""
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**TEST_ENV, "TF_SERVING_HOST": target}
+    with gunicorn_gateway(env, workers=1, threads=4) as (base, _):
+        page.goto(base)
+        page.get_by_label("Choose a picture").set_input_files(FIXTURES / "hat.jpg")
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text(ERRORS["model_unavailable"].plain)
+        expect(alert).to_contain_text(f"Details: {MODEL_UNAVAILABLE}")
+        text = alert.inner_text()
+        assert target.split(":")[1] not in text and "127.0.0.1" not in text, text
 
 
 def test_progress_is_shown_while_the_model_works(

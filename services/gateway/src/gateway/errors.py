@@ -156,11 +156,13 @@ _HTTP_CODES: dict[int, Code] = {400: "bad_request", 404: "not_found", 405: "meth
 def register_error_handlers(
     app: Flask, metrics: Metrics, log: logging.Logger, max_request_bytes: int
 ) -> None:
-    """Every exception a view raises becomes a JSON error with the registry's status."""
+    """Every exception a view raises becomes a JSON error with the registry's status; the
+    message is the public part of a ``Failure``, its detail is logged with the request."""
 
     def respond(error: Failure) -> Response:
         status = ERRORS[error.code].status
         g.error_code = error.code
+        g.error_detail = error.detail
         metrics.errors.labels(error.code).inc()
         response = jsonify({"error": {"code": error.code, "message": error.message}})
         response.status_code = status
@@ -173,7 +175,8 @@ def register_error_handlers(
     @app.errorhandler(Failure)
     def _failure(error: Failure) -> Response:
         if ERRORS[error.code].status >= 500:
-            log.warning("upstream error", extra={"error_code": error.code, "detail": error.message})
+            # the public message, and what it leaves out
+            log.warning("upstream error", extra={"error_code": error.code, "detail": str(error)})
         return respond(error)
 
     @app.errorhandler(HTTPException)

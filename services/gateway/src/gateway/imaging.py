@@ -230,9 +230,14 @@ class Decoder:
         try:
             return self._decode(data, kind, size)
         except Image.DecompressionBombError as exc:
-            raise Failure("image_too_large", str(exc)) from None
+            raise Failure(
+                "image_too_large", f"image has more than {self.max_pixels} pixels", detail=str(exc)
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise Failure("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
+            # Pillow's words may name its objects' memory addresses: for the log only.
+            raise Failure(
+                "undecodable_image", f"cannot decode the {kind} image", detail=repr(exc)
+            ) from None
 
     def plan(self, img: Image.Image, data: bytes, kind: str) -> DecodePlan:
         """The decode of an opened (header-only) image, before any pixel is decoded."""

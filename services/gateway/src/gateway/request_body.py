@@ -16,7 +16,7 @@ import io
 from collections.abc import MutableMapping
 from typing import Any
 
-from gateway.failures import Failure, bad_request
+from gateway.failures import Failure
 
 _CHUNK = 64 * 1024
 
@@ -48,9 +48,13 @@ def buffer_body(environ: MutableMapping[str, Any], length: int | None, max_bytes
     except Failure:
         raise
     except Exception as exc:  # noqa: BLE001  (the WSGI server's own framing errors)
-        raise bad_request(f"malformed request body: {exc}") from None
+        raise Failure("bad_request", "malformed request body framing", detail=repr(exc)) from None
     if length is not None and len(body) < length:
-        raise bad_request(f"request body ended after {len(body)} of {length} bytes")
+        raise Failure(
+            "bad_request",
+            "the request body ended before its Content-Length",
+            detail=f"{len(body)} of {length} bytes",
+        )
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("wsgi.input_terminated", None)
