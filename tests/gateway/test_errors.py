@@ -19,6 +19,7 @@ from gateway.errors import ERRORS
 from gateway.failures import Code
 from gateway.logs import LOGGER_NAME
 from gateway.model_errors import MODEL_FAILED, MODEL_UNAVAILABLE
+from serving_contract.gateway_env import MIB, mib
 from tests.gateway.conftest import ClientFactory, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
@@ -114,11 +115,12 @@ def test_unsupported_content_type(client: FlaskClient) -> None:
 
 def test_request_too_large(make_client: ClientFactory) -> None:
     client = make_client(MAX_IMAGE_BYTES="1000")
-    _error(
+    message = _error(
         client.post("/predict", data=b"\xff\xd8\xff" + b"0" * 200_000, content_type="image/jpeg"),
         413,
         "request_too_large",
     )
+    assert message == f"request body larger than {mib(1000 + 64 * 1024)}"
 
 
 def test_downloaded_image_too_large(make_client: ClientFactory, image_host: ImageHost) -> None:
@@ -128,7 +130,24 @@ def test_downloaded_image_too_large(make_client: ClientFactory, image_host: Imag
         413,
         "image_too_large",
     )
-    assert "5000 bytes" in message
+    assert "0.00476 MiB" in message  # 5000 bytes, in the one unit every message uses
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "limit", "size"),
+    [
+        (10 * MIB, "10 MiB", "10 MiB"),
+        (10 * MIB + 64 * 1024, "10.06 MiB", "10.07 MiB"),  # 10.0625: the body limit
+        (10 * MIB + 1, "10 MiB", "10.01 MiB"),  # one byte over never reads as the limit
+        (14_062_864, "13.41 MiB", "13.42 MiB"),
+        (MIB // 2, "0.5 MiB", "0.5 MiB"),
+        (5000, "0.00476 MiB", "0.00477 MiB"),  # three significant digits below 1 MiB
+        (1024 * MIB, "1024 MiB", "1024 MiB"),
+        (0, "0 MiB", "0 MiB"),
+    ],
+)
+def test_sizes_are_stated_in_mib(nbytes: int, limit: str, size: str) -> None:
+    assert (mib(nbytes), mib(nbytes, up=True)) == (limit, size)
 
 
 def test_not_an_image(client: FlaskClient, image_host: ImageHost) -> None:

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 from gateway.errors import ERRORS
 from gateway.model_errors import MODEL_UNAVAILABLE
 from serving_contract.api_keys import digest
+from serving_contract.gateway_env import mib
 from tests.gateway.conftest import TEST_ENV
 from tests.support.browser import CHROMIUM, MISSING, Problems, chromium, collect_violations, watch
 from tests.support.fake_model_server import FakeModel, serve
@@ -230,6 +231,11 @@ def test_a_file_that_is_not_a_picture_is_explained(site: str, page: Page) -> Non
     }
     chooser.set_input_files(big)
     expect(page.get_by_role("alert")).to_contain_text(ERRORS["request_too_large"].plain)
+    # in MiB, as the gateway states sizes: one byte over the limit reads as over it
+    expect(page.get_by_role("alert")).to_contain_text(
+        f"Details: it is {mib(limit + 1, up=True)}; the limit is {mib(limit)}"
+    )
+    assert mib(limit + 1, up=True) == "10.01 MiB"
     assert posted == []  # refused before sending 10 MiB
 
 

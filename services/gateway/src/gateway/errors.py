@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.failures import Code, Failure
 from gateway.logs import UNHANDLED_ERROR
 from gateway.metrics import Metrics
+from gateway.request_body import too_large
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,7 @@ def register_error_handlers(
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         if error.code == 413:
-            return respond(
-                Failure("request_too_large", f"request body larger than {max_request_bytes} bytes")
-            )
+            return respond(too_large(max_request_bytes))
         code = _HTTP_CODES.get(error.code or 400, "bad_request")
         return respond(Failure(code, error.description or error.name))
 

@@ -33,6 +33,7 @@ from serving_contract.gateway_env import (
     MAX_REDIRECTS,
     READ_TIMEOUT_S,
     USER_AGENT,
+    mib,
 )
 
 Resolver = Callable[[str, int], list[IPAddress]]
@@ -319,7 +320,7 @@ class SafeFetcher:
 
 
 def _too_large(cap: int) -> Failure:
-    return Failure("image_too_large", f"image is larger than {cap} bytes")
+    return Failure("image_too_large", f"image larger than {mib(cap)}")
 
 
 def _tls_failure(host: str, exc: ssl.SSLError) -> str:

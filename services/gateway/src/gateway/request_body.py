@@ -17,6 +17,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from gateway.failures import Failure
+from serving_contract.gateway_env import mib
 
 _CHUNK = 64 * 1024
 
@@ -32,7 +33,7 @@ def read_bounded(stream: io.RawIOBase | io.BufferedIOBase, max_bytes: int) -> by
             return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
         chunks.append(chunk)
 
 
@@ -42,7 +43,7 @@ def buffer_body(environ: MutableMapping[str, Any], length: int | None, max_bytes
     if length is None and "wsgi.input_terminated" not in environ:
         return  # no body (the server could not tell where one would end)
     if length is not None and length > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     try:
         body = read_bounded(environ["wsgi.input"], max_bytes if length is None else length)
     except Failure:
@@ -61,5 +62,6 @@ def buffer_body(environ: MutableMapping[str, Any], length: int | None, max_bytes
     environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
-def _too_large(max_bytes: int) -> Failure:
-    return Failure("request_too_large", f"request body larger than {max_bytes} bytes")
+def too_large(max_bytes: int) -> Failure:
+    """``request_too_large`` for a body over ``max_bytes`` (nginx's page says the same)."""
+    return Failure("request_too_large", f"request body larger than {mib(max_bytes)}")

@@ -26,7 +26,7 @@ from werkzeug.exceptions import NotFound
 
 from gateway.errors import ERRORS
 from gateway.runtime import current_gateway
-from serving_contract.gateway_env import MIB
+from serving_contract.gateway_env import mib
 
 SITE = Path(__file__).resolve().parent / "site"
 ASSETS = SITE / "static"
@@ -94,7 +94,7 @@ def index() -> Response:
         asset_url=asset_url,
         api_keys_on=gateway.api_keys is not None,
         error_words={code: kind.plain for code, kind in ERRORS.items()},
-        max_image_mib=settings.fetch.max_bytes / MIB,
+        max_image_size=mib(settings.fetch.max_bytes),
         max_image_bytes=settings.fetch.max_bytes,
     )
     response = make_response(html)

@@ -22,13 +22,24 @@
   // error code -> what to tell a person (the gateway's error registry, in the page)
   const words = JSON.parse($("error-words").textContent);
   const maxBytes = Number(fileInput.dataset.maxBytes);
+  const maxSize = fileInput.dataset.maxSize; // the limit as the gateway states it
   const TIMEOUT_MS = 90000; // above the gateway's own download and model deadlines
   const percent = new Intl.NumberFormat("en", {
     style: "percent",
     minimumFractionDigits: 1,
     maximumFractionDigits: 1,
   });
-  const bytes = (count) => `${count.toLocaleString("en")} bytes`;
+  // A measured size as the gateway states sizes (serving_contract.gateway_env.mib, rounded
+  // up): MiB to two decimals, three significant digits below 1 MiB, no trailing zeros.
+  function mib(count) {
+    const MIB = 2 ** 20;
+    let places = 2;
+    while (count > 0 && count * 10 ** places < 100 * MIB) places += 1;
+    const scale = 10 ** places;
+    const scaled = Math.ceil((count * scale) / MIB);
+    const fraction = String(scaled % scale).padStart(places, "0");
+    return `${Math.floor(scaled / scale)}.${fraction}`.replace(/\.?0+$/, "") + " MiB";
+  }
   const hasWords = (code) => typeof code === "string" && Object.hasOwn(words, code);
 
   let running = null; // the AbortController of the request in flight
@@ -191,7 +202,7 @@
 
   function classifyFile(file) {
     if (file.size > maxBytes) {
-      refuse(words.request_too_large, `it is ${bytes(file.size)}; the limit is ${bytes(maxBytes)}`);
+      refuse(words.request_too_large, `it is ${mib(file.size)}; the limit is ${maxSize}`);
       return;
     }
     forgetPreview();
