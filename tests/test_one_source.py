@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import NO_SUCH_PATH
 from gateway.request_body import too_large
 from gateway.settings import Settings
 from serving_contract import gateway_env
@@ -118,6 +119,11 @@ def test_nginx_ports_and_body_limit() -> None:
     assert page == too_large(limit).message == f"request body larger than {mib(limit)}"
     messages = re.findall(r'"message": "([^"]+)"', text)
     assert [m for m in messages if re.search(r"\d ?(?:bytes|[KMG]i?B|[kmg])\b", m)] == [page]
+
+
+def test_nginx_says_no_such_path_as_the_gateway_does() -> None:
+    pages = re.findall(r'"code": "not_found", "message": "([^"]+)"', CONFIG.read_text())
+    assert pages and set(pages) == {NO_SUCH_PATH}
 
 
 def test_compose_ports_and_gateway_environment() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from gateway.errors import ERRORS
+from gateway.errors import ERRORS, NO_SUCH_PATH
 from gateway.failures import Code
 from gateway.logs import LOGGER_NAME
 from gateway.model_errors import MODEL_FAILED, MODEL_UNAVAILABLE
@@ -320,6 +321,27 @@ def test_model_not_loaded_is_503(make_client: ClientFactory) -> None:
 def test_unknown_route_and_method(client: FlaskClient) -> None:
     _error(client.get("/nope"), 404, "not_found")
     _error(client.get("/predict"), 405, "method_not_allowed")
+    for path in ("/nope", "/static/nothing.js"):  # in the gateway's words, not Werkzeug's
+        assert client.get(path).json["error"]["message"] == NO_SUCH_PATH
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def test_every_route_answers_a_wrong_method_in_json_with_allow(client: FlaskClient) -> None:
+    """RFC 9110: a 405 lists the methods the path takes, here in the registry's format."""
+    rules = list(client.application.url_map.iter_rules())
+    assert len(rules) >= 7  # the API's routes and the website's
+    for rule in rules:
+        path = re.sub(r"<(?:\w+:)?\w+>", "site.css", rule.rule)
+        allowed = sorted(rule.methods or ())
+        for method in sorted(set(METHODS) - set(allowed)):
+            response = client.open(path, method=method)
+            assert response.headers["Allow"] == ", ".join(allowed), (method, path)
+            assert response.status_code == 405, (method, path)
+            if method != "HEAD":  # which has no body
+                message = _error(response, 405, "method_not_allowed")
+                assert message == f"{method} is not allowed here; use {', '.join(allowed)}"
 
 
 @pytest.mark.allow_internal_error
