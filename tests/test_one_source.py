@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import NO_SUCH_PATH
+from gateway.request_body import too_large
 from gateway.settings import Settings
 from infra.config import LOCAL_REGISTRY
 from serving_contract import gateway_env
@@ -25,6 +27,7 @@ from serving_contract.gateway_env import (
     PROMETHEUS_MULTIPROC_DIR,
     TF_SERVING_HOST,
     Var,
+    mib,
 )
 from serving_contract.ports import (
     GATEWAY_PORT,
@@ -105,7 +108,8 @@ def test_proxy_image_ports() -> None:
 
 def test_nginx_ports_and_body_limit() -> None:
     """nginx listens on the proxy's ports, passes to gunicorn's, and refuses a body exactly
-    where the gateway would: one image and the overhead allowed with it."""
+    where the gateway would, one image and the overhead allowed with it, in the gateway's
+    words (sizes in MiB, as every message states them)."""
     text = CONFIG.read_text()
     listen, upstream = nginx_ports()
     assert (listen, upstream) == (GATEWAY_PORT, ("127.0.0.1", GUNICORN_PORT))
@@ -114,7 +118,15 @@ def test_nginx_ports_and_body_limit() -> None:
     [kib] = re.findall(r"client_max_body_size (\d+)k;", text)
     limit = MAX_IMAGE_BYTES.default + BODY_OVERHEAD_BYTES
     assert int(kib) * 1024 == limit == Settings().max_request_bytes
-    assert re.findall(r"request body larger than (\d+) KiB", text) == [kib]
+    [page] = re.findall(r'"code": "request_too_large", "message": "([^"]+)"', text)
+    assert page == too_large(limit).message == f"request body larger than {mib(limit)}"
+    messages = re.findall(r'"message": "([^"]+)"', text)
+    assert [m for m in messages if re.search(r"\d ?(?:bytes|[KMG]i?B|[kmg])\b", m)] == [page]
+
+
+def test_nginx_says_no_such_path_as_the_gateway_does() -> None:
+    pages = re.findall(r'"code": "not_found", "message": "([^"]+)"', CONFIG.read_text())
+    assert pages and set(pages) == {NO_SUCH_PATH}
 
 
 def test_compose_ports_and_gateway_environment() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import get_args
 
 import grpc
@@ -13,8 +16,11 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from gateway.errors import ERRORS
+from gateway.errors import ERRORS, NO_SUCH_PATH
 from gateway.failures import Code
+from gateway.logs import LOGGER_NAME
+from gateway.model_errors import MODEL_FAILED, MODEL_UNAVAILABLE
+from serving_contract.gateway_env import MIB, mib
 from tests.gateway.conftest import ClientFactory, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
@@ -27,6 +33,33 @@ def _error(response: object, status: int, code: str) -> str:
     assert body["error"]["code"] == code
     assert body["error"]["message"]
     return str(body["error"]["message"])
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def details(self) -> str:
+        """Every detail the gateway logged, one per line."""
+        return "\n".join(
+            str(getattr(r, name))
+            for r in self.records
+            for name in ("detail", "error_detail")
+            if getattr(r, name, None)
+        )
+
+
+@pytest.fixture
+def gateway_log() -> Iterator[_Records]:
+    handler = _Records()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
 
 
 def _png(mode: str, size: tuple[int, int] = (40, 30), color: object = 128) -> bytes:
@@ -83,11 +116,12 @@ def test_unsupported_content_type(client: FlaskClient) -> None:
 
 def test_request_too_large(make_client: ClientFactory) -> None:
     client = make_client(MAX_IMAGE_BYTES="1000")
-    _error(
+    message = _error(
         client.post("/predict", data=b"\xff\xd8\xff" + b"0" * 200_000, content_type="image/jpeg"),
         413,
         "request_too_large",
     )
+    assert message == f"request body larger than {mib(1000 + 64 * 1024)}"
 
 
 def test_downloaded_image_too_large(make_client: ClientFactory, image_host: ImageHost) -> None:
@@ -97,7 +131,24 @@ def test_downloaded_image_too_large(make_client: ClientFactory, image_host: Imag
         413,
         "image_too_large",
     )
-    assert "5000 bytes" in message
+    assert "0.00476 MiB" in message  # 5000 bytes, in the one unit every message uses
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "limit", "size"),
+    [
+        (10 * MIB, "10 MiB", "10 MiB"),
+        (10 * MIB + 64 * 1024, "10.06 MiB", "10.07 MiB"),  # 10.0625: the body limit
+        (10 * MIB + 1, "10 MiB", "10.01 MiB"),  # one byte over never reads as the limit
+        (14_062_864, "13.41 MiB", "13.42 MiB"),
+        (MIB // 2, "0.5 MiB", "0.5 MiB"),
+        (5000, "0.00476 MiB", "0.00477 MiB"),  # three significant digits below 1 MiB
+        (1024 * MIB, "1024 MiB", "1024 MiB"),
+        (0, "0 MiB", "0 MiB"),
+    ],
+)
+def test_sizes_are_stated_in_mib(nbytes: int, limit: str, size: str) -> None:
+    assert (mib(nbytes), mib(nbytes, up=True)) == (limit, size)
 
 
 def test_not_an_image(client: FlaskClient, image_host: ImageHost) -> None:
@@ -206,17 +257,26 @@ def test_model_server_errors(
     response = client.post(
         "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
     )
-    _error(response, status, error_code)
+    message = _error(response, status, error_code)
     if status == 503:
         assert response.headers["Retry-After"] == "5"
+    # fixed words per code: the model server's own (here "injected failure") stay inside
+    assert message == (MODEL_UNAVAILABLE if status == 503 else MODEL_FAILED)
+    metrics = client.get("/metrics").text
+    assert f'gateway_model_call_errors_total{{call="predict",grpc_status="{code.name}"}} 1.0' in (
+        metrics
+    )
 
 
-def test_model_server_down_is_503_with_retry_after(make_client: ClientFactory) -> None:
+def test_model_server_down_is_503_with_retry_after(
+    make_client: ClientFactory, gateway_log: _Records
+) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        client = make_client(TF_SERVING_HOST=f"127.0.0.1:{s.getsockname()[1]}")
+        target = f"127.0.0.1:{s.getsockname()[1]}"
+        client = make_client(TF_SERVING_HOST=target)
         response = client.post(
             "/predict", data=(FIXTURES / "hat.jpg").read_bytes(), content_type="image/jpeg"
         )
@@ -225,6 +285,13 @@ def test_model_server_down_is_503_with_retry_after(make_client: ClientFactory) -
         ready = client.get("/readyz")
         _error(ready, 503, "not_ready")
         assert ready.headers["Retry-After"] == "5"
+        for answer in (response, ready):
+            assert answer.json["error"]["message"] == MODEL_UNAVAILABLE
+        # what the public does not see, the log and the metrics keep
+        assert target in gateway_log.details() and "UNAVAILABLE" in gateway_log.details()
+        metrics = client.get("/metrics").text
+        for call in ("metadata", "status"):
+            assert f'{{call="{call}",grpc_status="UNAVAILABLE"}} 1.0' in metrics
 
 
 def test_model_deadline_is_504(
@@ -254,6 +321,27 @@ def test_model_not_loaded_is_503(make_client: ClientFactory) -> None:
 def test_unknown_route_and_method(client: FlaskClient) -> None:
     _error(client.get("/nope"), 404, "not_found")
     _error(client.get("/predict"), 405, "method_not_allowed")
+    for path in ("/nope", "/static/nothing.js"):  # in the gateway's words, not Werkzeug's
+        assert client.get(path).json["error"]["message"] == NO_SUCH_PATH
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def test_every_route_answers_a_wrong_method_in_json_with_allow(client: FlaskClient) -> None:
+    """RFC 9110: a 405 lists the methods the path takes, here in the registry's format."""
+    rules = list(client.application.url_map.iter_rules())
+    assert len(rules) >= 7  # the API's routes and the website's
+    for rule in rules:
+        path = re.sub(r"<(?:\w+:)?\w+>", "site.css", rule.rule)
+        allowed = sorted(rule.methods or ())
+        for method in sorted(set(METHODS) - set(allowed)):
+            response = client.open(path, method=method)
+            assert response.headers["Allow"] == ", ".join(allowed), (method, path)
+            assert response.status_code == 405, (method, path)
+            if method != "HEAD":  # which has no body
+                message = _error(response, 405, "method_not_allowed")
+                assert message == f"{method} is not allowed here; use {', '.join(allowed)}"
 
 
 @pytest.mark.allow_internal_error

@@ -1,11 +1,15 @@
 """The model server dies with requests in flight and comes back: the gateway (real gunicorn)
-answers 503/504 JSON with Retry-After meanwhile, never hangs past its deadline, loses no
-worker, and serves again within seconds of the model's return, without a restart."""
+answers 503/504 JSON with Retry-After meanwhile, in words that name nothing behind it, never
+hangs past its deadline, loses no worker, and serves again within seconds of the model's
+return, without a restart."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -32,8 +36,16 @@ def _workers(master: int) -> set[int]:
     return {child.pid for child in psutil.Process(master).children()}
 
 
+def _says_nothing_internal(body: dict[str, object], target: str) -> None:
+    """What the load balancer shows anyone: no address, port, gRPC status or gRPC's text."""
+    text = json.dumps(body)
+    port = target.rsplit(":", 1)[1]
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+|ipv[46]|grpc", text, re.IGNORECASE), text
+    assert "UNAVAILABLE" not in text and port not in text and target not in text, text
+
+
 @pytest.mark.timeout(120)
-def test_model_server_outage_and_recovery() -> None:
+def test_model_server_outage_and_recovery(tmp_path: Path) -> None:
     port = free_port()
     model = FakeModel(delay_s=1.0)  # every Predict is in flight for a second
     server, _ = serve(model, port=port)
@@ -42,7 +54,9 @@ def test_model_server_outage_and_recovery() -> None:
         "TF_SERVING_HOST": f"127.0.0.1:{port}",
         "MODEL_TIMEOUT_S": str(MODEL_TIMEOUT_S),
     }
-    with gunicorn_gateway(env, workers=2, threads=8) as (base, master):
+    target = env["TF_SERVING_HOST"]
+    log = tmp_path / "gateway.log"
+    with gunicorn_gateway(env, workers=2, threads=8, log_path=log) as (base, master):
         assert requests.get(base + "/readyz", timeout=5).status_code == 200
         assert _predict(base)[0] == 200
         workers = _workers(master.pid)
@@ -58,6 +72,7 @@ def test_model_server_outage_and_recovery() -> None:
             assert body["error"]["code"] in ("model_unavailable", "model_timeout")
             assert headers["Retry-After"] == "5"
             assert elapsed < MODEL_TIMEOUT_S + 1.5  # bounded by the deadline, no hang
+            _says_nothing_internal(body, target)
 
         # 2. While it is down: new requests fail fast, /readyz says so, /healthz stays up.
         for _ in range(5):
@@ -65,8 +80,19 @@ def test_model_server_outage_and_recovery() -> None:
             assert status == 503 and body["error"]["code"] == "model_unavailable"
             assert headers["Retry-After"] == "5"
             assert elapsed < MODEL_TIMEOUT_S + 1.5
+            _says_nothing_internal(body, target)
+            assert (
+                body["error"]["message"] == "the model server is not available now; retry shortly"
+            )
         ready = requests.get(base + "/readyz", timeout=5)
         assert ready.status_code == 503 and ready.headers["Retry-After"] == "5"
+        assert ready.json()["error"]["code"] == "not_ready"
+        _says_nothing_internal(ready.json(), target)
+        # the log has what the answers left out: which call, the gRPC status, the address
+        logged = [json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{"]
+        details = [r.get("detail") or "" for r in logged if r["message"] == "upstream error"]
+        assert any("predict: UNAVAILABLE: " in d and target in d for d in details), details
+        assert any("status: UNAVAILABLE: " in d and target in d for d in details), details
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
 
         # 3. The model server returns on the same address.

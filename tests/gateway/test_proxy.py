@@ -5,6 +5,7 @@ agree with the contract: tests/test_one_source.py)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 import statistics
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import requests
+from flask.testing import FlaskClient
 from PIL import Image
 
 from gateway.errors import ERRORS
@@ -185,6 +187,33 @@ def test_the_website_passes_the_proxy_with_its_headers(gateway: str) -> None:
 
 
 @needs_nginx
+def test_every_route_answers_a_wrong_method_in_json_through_the_proxy(
+    gateway: str, client: FlaskClient
+) -> None:
+    """nginx refuses TRACE itself, and names what the path takes as the gateway would (its
+    map of the gateway's routes); any other wrong method reaches the gateway, whose 405 and
+    Allow header pass through. /metrics is not on this port at all."""
+    upstream = int(gateway.rsplit(":", 1)[1])
+    with nginx_proxy(upstream) as proxied:
+        for rule in client.application.url_map.iter_rules():
+            path = re.sub(r"<(?:\w+:)?\w+>", "site.css", rule.rule)
+            allowed = ", ".join(sorted(rule.methods or ()))
+            wrong = "GET" if "GET" not in (rule.methods or ()) else "DELETE"
+            for method in ("TRACE", wrong):
+                request = f"{method} {path}?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                status, body, headers = _raw(proxied, request.encode())
+                assert headers["content-type"] == "application/json", (method, path)
+                if path == "/metrics" and method != "TRACE":
+                    assert status == 404, body
+                    continue
+                assert status == 405, (method, path, body)
+                assert headers["allow"] == allowed, (method, path)
+                error = json.loads(body)["error"]
+                assert error["code"] == "method_not_allowed"
+                assert error["message"].endswith(f"use {allowed}"), (method, path)
+
+
+@needs_nginx
 def test_metrics_only_on_the_metrics_port(gateway: str) -> None:
     """The load balancer's port never shows /metrics; Prometheus's port shows only it."""
     from serving_contract.ports import GATEWAY_PORT, METRICS_PORT
@@ -225,8 +254,6 @@ def test_plain_http_goes_to_https_or_is_refused(gateway: str) -> None:
 
 @needs_nginx
 def test_the_proxys_own_refusals_are_json_errors(gateway: str) -> None:
-    import json
-
     upstream = int(gateway.rsplit(":", 1)[1])
     with nginx_proxy(upstream, client_body_timeout="1s") as proxied:
         too_big = b"x" * (Settings().max_request_bytes + 1)

@@ -103,6 +103,7 @@ def test_the_page_states_the_configured_size_limit(make_client: ClientFactory) -
     text = make_client(MAX_IMAGE_BYTES=str(2 * 1024 * 1024)).get("/").text
     assert 'data-max-bytes="2097152"' in text
     assert "up to 2 MiB" in text
+    assert 'data-max-size="2 MiB"' in text  # what the page says of a file over it
 
 
 @pytest.mark.parametrize(

@@ -12,16 +12,20 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, expect
 
 from gateway.errors import ERRORS
+from gateway.model_errors import MODEL_UNAVAILABLE
+from gateway.site import UNSURE_BELOW
 from serving_contract.api_keys import digest
+from serving_contract.gateway_env import mib
 from tests.gateway.conftest import TEST_ENV
 from tests.support.browser import CHROMIUM, MISSING, Problems, chromium, collect_violations, watch
-from tests.support.fake_model_server import FakeModel, serve
-from tests.support.gateway_process import gunicorn_gateway
+from tests.support.fake_model_server import FIXED_LOGITS, FakeModel, serve
+from tests.support.gateway_process import free_port, gunicorn_gateway
 from tests.support.image_host import FIXTURES, ImageHost
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
@@ -229,7 +233,76 @@ def test_a_file_that_is_not_a_picture_is_explained(site: str, page: Page) -> Non
     }
     chooser.set_input_files(big)
     expect(page.get_by_role("alert")).to_contain_text(ERRORS["request_too_large"].plain)
+    # in MiB, as the gateway states sizes: one byte over the limit reads as over it
+    expect(page.get_by_role("alert")).to_contain_text(
+        f"Details: it is {mib(limit + 1, up=True)}; the limit is {mib(limit)}"
+    )
+    assert mib(limit + 1, up=True) == "10.01 MiB"
     assert posted == []  # refused before sending 10 MiB
+
+
+# Flat: every class 10%. The stand-in's fixed answer: its top class ~45%, ahead of the
+# next (~25%) but more likely wrong than right. Confident: ~94%.
+ANSWERS = {
+    "flat": np.zeros(10, dtype=np.float32),
+    "ahead but below half": FIXED_LOGITS,
+    "confident": np.array([5.0] + [0.0] * 9, dtype=np.float32),
+}
+
+
+def test_an_unsure_answer_says_so_in_words(
+    site: str, image_host: ImageHost, model: tuple[FakeModel, int], page: Page
+) -> None:
+    page.goto(site)
+    fake, _ = model
+    url = image_host.url("/images/hat.jpg")
+    note = page.locator("#unsure")
+    seen = {}
+    try:
+        fake.logits_from_image = False
+        for name, logits in ANSWERS.items():
+            fake.logits = logits.copy()
+            api = api_for_url(site, url)
+            classify_link(page, url)
+            expect_result_of(page, api)
+            top = float(api["top_probability"])  # type: ignore[arg-type]
+            seen[name] = unsure = top < UNSURE_BELOW
+            status = page.get_by_role("status")
+            if unsure:
+                expect(note).to_be_visible()
+                expect(note).to_have_text(
+                    f"Unsure: with only {100 * top:.1f}% for {api['top_class']}, the classifier "
+                    "finds it more likely that this is something else. See the other classes "
+                    "below."
+                )
+                expect(page.locator("#result")).to_have_accessible_description(
+                    re.compile("^Unsure:")
+                )
+                expect(status).to_have_text(
+                    f"Done: most likely {api['top_class']}, but the classifier is unsure."
+                )
+            else:
+                expect(note).to_be_hidden()
+                expect(status).to_have_text(f"Done: most likely {api['top_class']}.")
+    finally:
+        fake.logits_from_image = True
+        fake.logits = FIXED_LOGITS.copy()
+    assert seen == {"flat": True, "ahead but below half": True, "confident": False}
+
+
+def test_a_model_server_that_is_down_is_explained_without_its_address(page: Page) -> None:
+    """The page shows the registry's words and the API's message, which name nothing
+    behind the gateway (the model server's address is in the gateway's log)."""
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**TEST_ENV, "TF_SERVING_HOST": target}
+    with gunicorn_gateway(env, workers=1, threads=4) as (base, _):
+        page.goto(base)
+        page.get_by_label("Choose a picture").set_input_files(FIXTURES / "hat.jpg")
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text(ERRORS["model_unavailable"].plain)
+        expect(alert).to_contain_text(f"Details: {MODEL_UNAVAILABLE}")
+        text = alert.inner_text()
+        assert target.split(":")[1] not in text and "127.0.0.1" not in text, text
 
 
 def test_progress_is_shown_while_the_model_works(
@@ -339,6 +412,7 @@ def test_no_accessibility_violations(
         )
         expect(page.get_by_role("alert")).to_be_visible()
         page.locator("#result").evaluate("r => { r.hidden = false; }")  # both at once
+        page.locator("#unsure").evaluate("u => { u.hidden = false; u.textContent = 'Unsure'; }")
         found = page.evaluate(
             """() => axe.run(document, {runOnly: {type: 'tag',
                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})

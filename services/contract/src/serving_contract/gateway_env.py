@@ -21,6 +21,20 @@ T = TypeVar("T")
 MIB = 2**20
 
 
+def mib(nbytes: int, *, up: bool = False) -> str:
+    """A size as every message of the gateway states it, nginx's and the website's too: in
+    MiB, to two decimals (three significant digits below 1 MiB), without trailing zeros.
+
+    A limit is rounded down and a measured size (``up``) up, so "larger than <limit>" is
+    always true, and a size over a limit never reads as the limit itself."""
+    places = 2
+    while 0 < nbytes * 10**places < 100 * MIB:
+        places += 1
+    scaled, rest = divmod(nbytes * 10**places, MIB)
+    whole, fraction = divmod(scaled + (up and rest > 0), 10**places)
+    return f"{whole}.{fraction:0{places}d}".rstrip("0").rstrip(".") + " MiB"
+
+
 @dataclass(frozen=True)
 class Var(Generic[T]):
     """An environment variable and the value the gateway uses when it is unset or empty."""

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.failures import Failure
-from serving_contract.gateway_env import MIB
+from serving_contract.gateway_env import mib
 
 CGROUP = Path("/sys/fs/cgroup")
 # cgroup v1 reports "no limit" as a huge number (a page-rounded 2^63)
@@ -73,7 +73,7 @@ class MemoryGate:
                 if remaining <= 0:
                     raise Failure(
                         "decoder_busy",
-                        f"this worker's {self.capacity // MIB} MiB for decoding is taken by "
+                        f"this worker's {mib(self.capacity)} for decoding is taken by "
                         "other large images; retry shortly",
                         retry_after=self.retry_after_s,
                     )

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, g, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from gateway.failures import Code, Failure
 from gateway.logs import UNHANDLED_ERROR
 from gateway.metrics import Metrics
+from gateway.request_body import too_large
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ ERRORS: dict[Code, ErrorKind] = {
     ),
     "not_found": ErrorKind(404, "no such path", "That page does not exist."),
     "method_not_allowed": ErrorKind(
-        405, "the path exists but not for this method", "That page cannot be used this way."
+        405,
+        "the path exists but not for this method (with Allow)",
+        "That page cannot be used this way.",
     ),
     "request_too_large": ErrorKind(
         413, "request body over MAX_IMAGE_BYTES (+64 KiB)", "That file is too large to send."
@@ -149,18 +152,19 @@ ERRORS: dict[Code, ErrorKind] = {
         "The classifier took too long. Try again in a moment.",
     ),
 }
-# Werkzeug's HTTP errors, by status, as registry codes.
-_HTTP_CODES: dict[int, Code] = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+NO_SUCH_PATH = "no such path"  # nginx's 404 says the same
 
 
 def register_error_handlers(
     app: Flask, metrics: Metrics, log: logging.Logger, max_request_bytes: int
 ) -> None:
-    """Every exception a view raises becomes a JSON error with the registry's status."""
+    """Every exception a view raises becomes a JSON error with the registry's status; the
+    message is the public part of a ``Failure``, its detail is logged with the request."""
 
     def respond(error: Failure) -> Response:
         status = ERRORS[error.code].status
         g.error_code = error.code
+        g.error_detail = error.detail
         metrics.errors.labels(error.code).inc()
         response = jsonify({"error": {"code": error.code, "message": error.message}})
         response.status_code = status
@@ -173,17 +177,27 @@ def register_error_handlers(
     @app.errorhandler(Failure)
     def _failure(error: Failure) -> Response:
         if ERRORS[error.code].status >= 500:
-            log.warning("upstream error", extra={"error_code": error.code, "detail": error.message})
+            # the public message, and what it leaves out
+            log.warning("upstream error", extra={"error_code": error.code, "detail": str(error)})
         return respond(error)
+
+    @app.errorhandler(MethodNotAllowed)
+    def _wrong_method(error: MethodNotAllowed) -> Response:
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        response = respond(
+            Failure("method_not_allowed", f"{request.method} is not allowed here; use {allowed}")
+        )
+        response.headers["Allow"] = allowed  # RFC 9110: a 405 says what the path takes
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         if error.code == 413:
-            return respond(
-                Failure("request_too_large", f"request body larger than {max_request_bytes} bytes")
-            )
-        code = _HTTP_CODES.get(error.code or 400, "bad_request")
-        return respond(Failure(code, error.description or error.name))
+            return respond(too_large(max_request_bytes))
+        if error.code == 404:
+            return respond(Failure("not_found", NO_SUCH_PATH))
+        # Any other is a request Werkzeug could not make sense of.
+        return respond(Failure("bad_request", error.description or error.name))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

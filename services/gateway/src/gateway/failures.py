@@ -42,17 +42,35 @@ Code = Literal[
 
 class Failure(Exception):
     """A request the gateway cannot serve: the registry's ``code``, a ``message`` for the
-    caller, and, when retrying later may work, ``retry_after`` seconds."""
+    caller, when retrying later may work ``retry_after`` seconds, and a ``detail`` for the
+    gateway's log only.
 
-    def __init__(self, code: Code, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
+    The message is public (the load balancer shows it to anyone): the gateway's own words,
+    which may name what the caller sent (their URL's host, where their JSON breaks) but
+    never what lies behind the gateway. What would (a gRPC status's details, with the model
+    server's addresses; a library's or the OS's error; an address in the cluster's DNS)
+    goes in ``detail``, which the error handler logs with the request and the exception's
+    own text carries."""
+
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message if detail is None else f"{message} ({detail})")
         self.code: Code = code
         self.message = message
         self.retry_after = retry_after
+        self.detail = detail
 
     def prefixed(self, where: str) -> Failure:
         """The same failure, its message prefixed with which input it concerns."""
-        return Failure(self.code, f"{where}: {self.message}", retry_after=self.retry_after)
+        return Failure(
+            self.code, f"{where}: {self.message}", retry_after=self.retry_after, detail=self.detail
+        )
 
 
 def bad_request(message: str) -> Failure:

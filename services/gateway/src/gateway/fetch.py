@@ -33,6 +33,7 @@ from serving_contract.gateway_env import (
     MAX_REDIRECTS,
     READ_TIMEOUT_S,
     USER_AGENT,
+    mib,
 )
 
 Resolver = Callable[[str, int], list[IPAddress]]
@@ -202,14 +203,16 @@ class SafeFetcher:
         try:
             addresses = self.resolver(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise Failure("download_failed", f"cannot resolve {target.host}: {exc}") from None
+            raise Failure(
+                "download_failed", f"cannot resolve {target.host}", detail=str(exc)
+            ) from None
         if not addresses:
             raise Failure("download_failed", f"{target.host} has no address")
         try:
             for ip in addresses:
                 self.policy.check(target.host, ip)
         except BlockedAddressError as exc:
-            raise Failure("url_not_allowed", str(exc)) from None
+            raise Failure("url_not_allowed", exc.public, detail=str(exc)) from None
         return addresses
 
     def _connect(self, target: _Target, deadline: float) -> http.client.HTTPConnection:
@@ -226,7 +229,9 @@ class SafeFetcher:
                 return conn
             except ssl.SSLError as exc:
                 conn.close()
-                raise Failure("download_failed", f"TLS error: {exc}") from None
+                raise Failure(
+                    "download_failed", _tls_failure(target.host, exc), detail=str(exc)
+                ) from None
             except TimeoutError as exc:
                 conn.close()
                 last_error = exc
@@ -235,7 +240,12 @@ class SafeFetcher:
                 last_error = exc
         if isinstance(last_error, TimeoutError):
             raise Failure("download_timeout", f"connecting to {target.host} timed out")
-        raise Failure("download_failed", f"cannot connect to {target.host}: {last_error}")
+        words = (
+            "refused the connection"
+            if isinstance(last_error, ConnectionRefusedError)
+            else "could not be reached"
+        )
+        raise Failure("download_failed", f"{target.host} {words}", detail=str(last_error))
 
     def _fetch_once(self, target: _Target, deadline: float) -> bytes | str:
         """The body, or the Location to follow for a redirect."""
@@ -266,9 +276,12 @@ class SafeFetcher:
             if time.monotonic() >= deadline or isinstance(exc, TimeoutError):
                 raise Failure(
                     "download_timeout",
-                    f"downloading the image took longer than the limit ({exc.__class__.__name__})",
+                    "downloading the image took longer than the limit",
+                    detail=repr(exc),
                 ) from None
-            raise Failure("download_failed", f"download failed: {exc!r}") from None
+            raise Failure(
+                "download_failed", "the image host's answer could not be read", detail=repr(exc)
+            ) from None
         finally:
             watchdog.cancel()
             conn.close()
@@ -298,12 +311,23 @@ class SafeFetcher:
         if time.monotonic() >= deadline:
             raise TimeoutError("total deadline")  # the watchdog cut the body short
         if declared is not None and size != declared:
-            raise Failure("download_failed", f"image body truncated ({size} of {declared} bytes)")
+            raise Failure(
+                "download_failed",
+                "the image host sent less than its Content-Length said",
+                detail=f"{size} of {declared} bytes",
+            )
         return b"".join(chunks)
 
 
 def _too_large(cap: int) -> Failure:
-    return Failure("image_too_large", f"image is larger than {cap} bytes")
+    return Failure("image_too_large", f"image larger than {mib(cap)}")
+
+
+def _tls_failure(host: str, exc: ssl.SSLError) -> str:
+    """The TLS failure in the gateway's words (OpenSSL's are in the log)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS error: certificate verify failed for {host}"
+    return f"TLS error: the handshake with {host} failed"
 
 
 def _remaining(deadline: float) -> float:

@@ -39,6 +39,7 @@ from serving_contract.gateway_env import (
     MIB,
     RESIZE_FILTER,
     image_peak_bytes,
+    mib,
 )
 from serving_contract.model import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD
 
@@ -230,9 +231,14 @@ class Decoder:
         try:
             return self._decode(data, kind, size)
         except Image.DecompressionBombError as exc:
-            raise Failure("image_too_large", str(exc)) from None
+            raise Failure(
+                "image_too_large", f"image has more than {self.max_pixels} pixels", detail=str(exc)
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise Failure("undecodable_image", f"cannot decode the {kind} image: {exc}") from None
+            # Pillow's words may name its objects' memory addresses: for the log only.
+            raise Failure(
+                "undecodable_image", f"cannot decode the {kind} image", detail=repr(exc)
+            ) from None
 
     def plan(self, img: Image.Image, data: bytes, kind: str) -> DecodePlan:
         """The decode of an opened (header-only) image, before any pixel is decoded."""
@@ -267,9 +273,10 @@ class Decoder:
         if plan.peak_bytes > self.memory_budget:
             raise Failure(
                 "image_too_large",
-                f"a {w}x{h} {kind} image ({img.mode}) needs about {plan.peak_bytes // MIB} "
-                f"MiB to decode and resize with {self.resize_filter!r}; the limit is "
-                f"{self.memory_budget // MIB} MiB: send a smaller image",
+                f"a {w}x{h} {kind} image ({img.mode}) needs about "
+                f"{mib(plan.peak_bytes, up=True)} to decode and resize with "
+                f"{self.resize_filter!r}; the limit is {mib(self.memory_budget)}: send a "
+                "smaller image",
             )
         with self.gate.reserve(plan.peak_bytes) if self.gate else contextlib.nullcontext():
             return self._convert(img, plan, FILTERS[self.resize_filter], size)

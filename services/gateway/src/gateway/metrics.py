@@ -45,6 +45,13 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.model_call_errors = Counter(
+            "gateway_model_call_errors",
+            "Failed calls to the model server, by call (predict, metadata, status) and gRPC "
+            "status code (the detail of each is in the log)",
+            ["call", "grpc_status"],
+            registry=self.registry,
+        )
         self.key_requests = Counter(
             "gateway_api_key_requests",
             "Requests to endpoints that need an API key, by key id ('(none)' or '(invalid)' "

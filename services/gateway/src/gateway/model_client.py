@@ -23,7 +23,8 @@ from gateway._proto.tensorflow_serving.apis import (
 )
 from gateway.failures import Failure
 from gateway.grpc_channel import ProcessChannel
-from gateway.model_errors import grpc_error
+from gateway.metrics import Metrics
+from gateway.model_errors import grpc_error, grpc_status, unusable_answer
 from gateway.settings import ModelSettings
 from gateway.signature import ServingSignature, parse_signature
 from gateway.tensors import TensorError, fill_image_tensor, to_array
@@ -59,15 +60,14 @@ def read_prediction(
             else _labels(to_array(response.outputs[signature.classes_output]))
         )
     except (KeyError, TensorError) as exc:
-        raise Failure("model_error", f"unreadable model response: {exc}") from None
+        raise unusable_answer(f"unreadable model response: {exc}") from None
     expected = (batch_size, len(labels))
     if scores.shape != expected:
-        raise Failure(
-            "model_error",
-            f"model returned scores of shape {list(scores.shape)}, expected {list(expected)}",
+        raise unusable_answer(
+            f"model returned scores of shape {list(scores.shape)}, expected {list(expected)}"
         )
     if not np.isfinite(scores).all():
-        raise Failure("model_error", "model returned scores that are not finite (NaN or inf)")
+        raise unusable_answer("model returned scores that are not finite (NaN or inf)")
     return Prediction(scores, labels, int(response.model_spec.version.value))
 
 
@@ -84,8 +84,9 @@ def _labels(classes: npt.NDArray[np.generic]) -> tuple[str, ...]:
 class ModelClient:
     """One per process; thread-safe."""
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.channel = ProcessChannel(settings.target, settings.lb_policy)
         self._lock = threading.Lock()
         self._signature: ServingSignature | None = None
@@ -93,6 +94,11 @@ class ModelClient:
 
     def close(self) -> None:
         self.channel.close()
+
+    def _failed(self, exc: grpc.RpcError, call: str) -> Failure:
+        """A failed call, counted by its gRPC status, as the client's error."""
+        self.metrics.model_call_errors.labels(call, grpc_status(exc).name).inc()
+        return grpc_error(exc, self.settings.retry_after_s, call)
 
     def _spec(self, *, signature: bool = True) -> model_pb2.ModelSpec:
         spec = model_pb2.ModelSpec(name=self.settings.name)
@@ -116,7 +122,7 @@ class ModelClient:
         try:
             response = predict_stub.GetModelMetadata(request, timeout=self.settings.timeout_s)
         except grpc.RpcError as exc:
-            raise grpc_error(exc, self.settings.retry_after_s, "reading model metadata") from None
+            raise self._failed(exc, "metadata") from None
         signature = parse_signature(response, self.settings)
         with self._lock:
             self._signature, self._signature_at = signature, time.monotonic()
@@ -137,7 +143,7 @@ class ModelClient:
         try:
             response = predict_stub.Predict(request, timeout=self.settings.timeout_s)
         except grpc.RpcError as exc:
-            error = grpc_error(exc, self.settings.retry_after_s, "predict")
+            error = self._failed(exc, "predict")
             if error.code == "model_error":
                 self.invalidate_signature()  # the model may have changed under us
             raise error from None
@@ -148,9 +154,9 @@ class ModelClient:
             raise
 
     # -- readiness ----------------------------------------------------------------------
-    def readiness(self) -> tuple[bool, str]:
-        """Whether the model is AVAILABLE with a signature the gateway can serve, and why
-        not."""
+    def readiness(self) -> str:
+        """What is served, when the model is AVAILABLE with a signature the gateway can
+        serve; else the Failure that says why not."""
         _, model_stub = self.channel.stubs()
         try:
             status = model_stub.GetModelStatus(
@@ -158,19 +164,18 @@ class ModelClient:
                 timeout=min(_STATUS_TIMEOUT_S, self.settings.timeout_s),
             )
         except grpc.RpcError as exc:
-            return False, grpc_error(exc, self.settings.retry_after_s, "model status").message
+            raise self._failed(exc, "status") from None
         available = [v.version for v in status.model_version_status if v.state == _AVAILABLE]
         if not available:
             states = [
                 get_model_status_pb2.ModelVersionStatus.State.Name(v.state)
                 for v in status.model_version_status
             ]
-            return False, f"model {self.settings.name!r} not available (states {states})"
-        try:
-            signature = self.signature()
-        except Failure as exc:
-            return False, exc.message
-        return True, (
+            raise Failure(
+                "model_unavailable", f"model {self.settings.name!r} not available (states {states})"
+            )
+        signature = self.signature()
+        return (
             f"model {self.settings.name!r} versions {available} available: "
             f"{signature.input_dtype} {signature.height}x{signature.width} input, "
             f"{signature.score_output} output"

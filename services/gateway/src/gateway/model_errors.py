@@ -1,10 +1,22 @@
-"""A failed call to the model server, as the error the client sees."""
+"""A failed call to the model server, as the error the client sees.
+
+The client sees fixed words per code: a gRPC status's details are the model server's and
+gRPC's own text (``connections to all backends failing; last error: UNKNOWN:
+ipv4:10.0.3.7:8500: Failed to connect to remote host``), which name addresses inside the
+cluster. They go in the failure's ``detail``, for the log (and the gRPC status to the
+``gateway_model_call_errors_total`` metric).
+"""
 
 from __future__ import annotations
 
 import grpc
 
 from gateway.failures import Failure
+
+MODEL_TIMEOUT = "the model server did not answer in time"
+MODEL_UNAVAILABLE = "the model server is not available now; retry shortly"
+MODEL_FAILED = "the model server failed on this request"
+MODEL_ANSWER_UNUSABLE = "the model server's answer could not be used"
 
 # The server is there but cannot serve now: worth a retry after a pause.
 _TRANSIENT = (
@@ -15,19 +27,23 @@ _TRANSIENT = (
 )
 
 
+def grpc_status(exc: grpc.RpcError) -> grpc.StatusCode:
+    return exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+
+
 def grpc_error(exc: grpc.RpcError, retry_after: int, what: str) -> Failure:
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    """The failure of call ``what``: its public message one of the fixed ones above."""
+    code = grpc_status(exc)
+    detail = f"{what}: {code.name}: {exc.details() if isinstance(exc, grpc.Call) else exc}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Failure(
-            "model_timeout",
-            f"{what}: the model server did not answer in time",
-            retry_after=retry_after,
-        )
+        return Failure("model_timeout", MODEL_TIMEOUT, retry_after=retry_after, detail=detail)
     if code in _TRANSIENT:
         return Failure(
-            "model_unavailable",
-            f"{what}: model server unavailable ({code.name}: {detail})",
-            retry_after=retry_after,
+            "model_unavailable", MODEL_UNAVAILABLE, retry_after=retry_after, detail=detail
         )
-    return Failure("model_error", f"{what}: model server error ({code.name}: {detail})")
+    return Failure("model_error", MODEL_FAILED, detail=detail)
+
+
+def unusable_answer(detail: str) -> Failure:
+    """``model_error`` for an answer the gateway cannot read or that does not fit."""
+    return Failure("model_error", MODEL_ANSWER_UNUSABLE, detail=detail)

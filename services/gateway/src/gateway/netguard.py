@@ -36,7 +36,14 @@ _NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
 
 
 class BlockedAddressError(Exception):
-    """The address is not one the gateway may connect to."""
+    """The address is not one the gateway may connect to. Its text names the address and
+    why (for the log); ``public`` names only what the caller gave: which address a name
+    has in the cluster's DNS is not theirs to learn."""
+
+    def __init__(self, host: str, ip: IPAddress, reason: str) -> None:
+        super().__init__(f"{host} resolves to {ip}, which {reason}")
+        given = host == str(ip)  # an address literal in the URL
+        self.public = f"{host} {reason}" if given else f"{host} resolves to a non-public address"
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -109,4 +116,4 @@ class AccessPolicy:
             return
         if any(ip.version == net.version and ip in net for net in self.allowed_networks):
             return
-        raise BlockedAddressError(f"{host} resolves to {ip}, which {reason}")
+        raise BlockedAddressError(host, ip, reason)

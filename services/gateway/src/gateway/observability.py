@@ -1,5 +1,6 @@
 """Per-request bookkeeping: a request id on every log line and response, request metrics,
-and one JSON log line per request."""
+and one JSON log line per request (with an error's code and the detail its public message
+leaves out)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def register_request_hooks(app: Flask, metrics: Metrics, log: logging.Logger) ->
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 2),
                     "error_code": g.get("error_code"),
+                    "error_detail": g.get("error_detail"),
                     "api_key_id": g.get("api_key_id"),
                 },
             )

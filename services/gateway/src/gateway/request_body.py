@@ -16,7 +16,8 @@ import io
 from collections.abc import MutableMapping
 from typing import Any
 
-from gateway.failures import Failure, bad_request
+from gateway.failures import Failure
+from serving_contract.gateway_env import mib
 
 _CHUNK = 64 * 1024
 
@@ -32,7 +33,7 @@ def read_bounded(stream: io.RawIOBase | io.BufferedIOBase, max_bytes: int) -> by
             return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
         chunks.append(chunk)
 
 
@@ -42,20 +43,25 @@ def buffer_body(environ: MutableMapping[str, Any], length: int | None, max_bytes
     if length is None and "wsgi.input_terminated" not in environ:
         return  # no body (the server could not tell where one would end)
     if length is not None and length > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     try:
         body = read_bounded(environ["wsgi.input"], max_bytes if length is None else length)
     except Failure:
         raise
     except Exception as exc:  # noqa: BLE001  (the WSGI server's own framing errors)
-        raise bad_request(f"malformed request body: {exc}") from None
+        raise Failure("bad_request", "malformed request body framing", detail=repr(exc)) from None
     if length is not None and len(body) < length:
-        raise bad_request(f"request body ended after {len(body)} of {length} bytes")
+        raise Failure(
+            "bad_request",
+            "the request body ended before its Content-Length",
+            detail=f"{len(body)} of {length} bytes",
+        )
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("wsgi.input_terminated", None)
     environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
-def _too_large(max_bytes: int) -> Failure:
-    return Failure("request_too_large", f"request body larger than {max_bytes} bytes")
+def too_large(max_bytes: int) -> Failure:
+    """``request_too_large`` for a body over ``max_bytes`` (nginx's page says the same)."""
+    return Failure("request_too_large", f"request body larger than {mib(max_bytes)}")

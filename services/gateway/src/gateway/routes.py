@@ -51,10 +51,16 @@ def healthz() -> Any:
 @api.get("/readyz")
 def readyz() -> Any:
     gateway = current_gateway()
-    ready, detail = gateway.classifier.model.readiness()
-    if not ready:
-        raise Failure("not_ready", detail, retry_after=gateway.settings.model.retry_after_s)
-    return jsonify({"status": "ready", "detail": detail})
+    try:
+        served = gateway.classifier.model.readiness()
+    except Failure as exc:
+        raise Failure(
+            "not_ready",
+            exc.message,
+            retry_after=gateway.settings.model.retry_after_s,
+            detail=exc.detail,
+        ) from None
+    return jsonify({"status": "ready", "detail": served})
 
 
 @api.get("/metrics")

@@ -39,7 +39,7 @@ class Gateway:
                     settings.model.retry_after_s,
                 ),
             ),
-            model=ModelClient(settings.model),
+            model=ModelClient(settings.model, metrics),
             metrics=metrics,
             download_threads=settings.download_threads,
         )

@@ -21,6 +21,7 @@ from gateway._proto.tensorflow.core.framework import types_pb2
 from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
 from gateway._proto.tensorflow_serving.apis import get_model_metadata_pb2
 from gateway.failures import Failure
+from gateway.model_errors import unusable_answer
 from gateway.settings import ModelSettings
 from gateway.tensors import dims, dtype_name
 from serving_contract.model import ACTIVATION_BY_OUTPUT, CLASSES_OUTPUT
@@ -82,7 +83,7 @@ def parse_signature(
     if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(
         sig_map
     ):
-        raise Failure("model_error", "model metadata has no signature_def")
+        raise unusable_answer("model metadata has no signature_def")
     if settings.signature_name not in sig_map.signature_def:
         served = sorted(key for key in sig_map.signature_def if not key.startswith("__"))
         raise _misconfigured(

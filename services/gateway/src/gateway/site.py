@@ -26,11 +26,19 @@ from werkzeug.exceptions import NotFound
 
 from gateway.errors import ERRORS
 from gateway.runtime import current_gateway
-from serving_contract.gateway_env import MIB
+from serving_contract.gateway_env import mib
 
 SITE = Path(__file__).resolve().parent / "site"
 ASSETS = SITE / "static"
 YEAR_S = 365 * 24 * 3600
+# The page calls an answer unsure when its top class has a probability below this: then,
+# by the model's own estimate, the picture is more likely something else than that class.
+# It is the one threshold a person reads the same way whatever the number of classes
+# (against 1/classes, 2x chance is 20% with ten classes: four answers in five wrong), and
+# it is lenient, not strict: networks like this one are overconfident rather than shy, so a
+# top class below 50% is doubtful indeed. The API answers the probabilities and leaves the
+# threshold to its callers, who may need another one.
+UNSURE_BELOW = 0.5
 
 # Only this origin, for everything; images also from blob: (a chosen file's preview) and
 # from any web address (the picture a pasted link points to, shown as the browser loads it).
@@ -94,8 +102,9 @@ def index() -> Response:
         asset_url=asset_url,
         api_keys_on=gateway.api_keys is not None,
         error_words={code: kind.plain for code, kind in ERRORS.items()},
-        max_image_mib=settings.fetch.max_bytes / MIB,
+        max_image_size=mib(settings.fetch.max_bytes),
         max_image_bytes=settings.fetch.max_bytes,
+        unsure_below=UNSURE_BELOW,
     )
     response = make_response(html)
     response.cache_control.no_cache = True

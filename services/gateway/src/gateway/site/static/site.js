@@ -15,6 +15,7 @@
   const result = $("result");
   const preview = $("preview");
   const topClass = $("top-class");
+  const unsureNote = $("unsure");
   const modelLine = $("model");
   const bars = $("bars");
   const keyInput = $("api-key"); // only when the gateway requires API keys
@@ -22,13 +23,26 @@
   // error code -> what to tell a person (the gateway's error registry, in the page)
   const words = JSON.parse($("error-words").textContent);
   const maxBytes = Number(fileInput.dataset.maxBytes);
+  const maxSize = fileInput.dataset.maxSize; // the limit as the gateway states it
+  // Below this top probability an answer is unsure: the gateway's site.UNSURE_BELOW says why.
+  const unsureBelow = Number(result.dataset.unsureBelow);
   const TIMEOUT_MS = 90000; // above the gateway's own download and model deadlines
   const percent = new Intl.NumberFormat("en", {
     style: "percent",
     minimumFractionDigits: 1,
     maximumFractionDigits: 1,
   });
-  const bytes = (count) => `${count.toLocaleString("en")} bytes`;
+  // A measured size as the gateway states sizes (serving_contract.gateway_env.mib, rounded
+  // up): MiB to two decimals, three significant digits below 1 MiB, no trailing zeros.
+  function mib(count) {
+    const MIB = 2 ** 20;
+    let places = 2;
+    while (count > 0 && count * 10 ** places < 100 * MIB) places += 1;
+    const scale = 10 ** places;
+    const scaled = Math.ceil((count * scale) / MIB);
+    const fraction = String(scaled % scale).padStart(places, "0");
+    return `${Math.floor(scaled / scale)}.${fraction}`.replace(/\.?0+$/, "") + " MiB";
+  }
   const hasWords = (code) => typeof code === "string" && Object.hasOwn(words, code);
 
   let running = null; // the AbortController of the request in flight
@@ -85,15 +99,39 @@
     return item;
   }
 
+  // Said in words, not by colour alone: an unsure answer's heading is followed by why.
+  function showUnsure(body) {
+    const unsure = body.top_probability < unsureBelow;
+    unsureNote.hidden = !unsure;
+    if (unsure) {
+      const label = document.createElement("strong");
+      label.textContent = "Unsure:";
+      unsureNote.replaceChildren(
+        label,
+        ` with only ${percent.format(body.top_probability)} for ${body.top_class}, the ` +
+          "classifier finds it more likely that this is something else. See the other " +
+          "classes below.",
+      );
+      result.setAttribute("aria-describedby", "unsure");
+    } else {
+      unsureNote.replaceChildren();
+      result.removeAttribute("aria-describedby");
+    }
+    return unsure;
+  }
+
   function showResult(body, pictureSrc) {
     const ranked = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1]);
     topClass.textContent = `${body.top_class} (${percent.format(body.top_probability)})`;
+    const unsure = showUnsure(body);
     modelLine.textContent = `Model ${body.model.name}, version ${body.model.version}`;
     bars.replaceChildren(...ranked.map(bar));
     preview.alt = `The picture you gave, classified as ${body.top_class}`;
     preview.src = pictureSrc;
     result.hidden = false;
-    status.textContent = `Done: most likely ${body.top_class}.`;
+    status.textContent = unsure
+      ? `Done: most likely ${body.top_class}, but the classifier is unsure.`
+      : `Done: most likely ${body.top_class}.`;
   }
 
   async function readJson(response) {
@@ -191,7 +229,7 @@
 
   function classifyFile(file) {
     if (file.size > maxBytes) {
-      refuse(words.request_too_large, `it is ${bytes(file.size)}; the limit is ${bytes(maxBytes)}`);
+      refuse(words.request_too_large, `it is ${mib(file.size)}; the limit is ${maxSize}`);
       return;
     }
     forgetPreview();
