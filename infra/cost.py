@@ -204,7 +204,9 @@ def main(argv: list[str]) -> int:
             cfg = parse_stack_file(name)
             lines = report(cfg)
         except ConfigError as exc:
-            print(f"error: Pulumi.{name}.yaml: {exc}", file=sys.stderr)
+            # one line per bad key, each naming it (the first line only says "invalid")
+            for problem in str(exc).splitlines()[1:]:
+                print(f"error: Pulumi.{name}.yaml: {problem.strip()}", file=sys.stderr)
             return 1
         except FileNotFoundError:
             print(f"error: no Pulumi.{name}.yaml", file=sys.stderr)
