@@ -279,6 +279,7 @@ def test_h5_and_saved_model_inputs_and_softmax_detection(tmp_path: Path, exporte
         (["export", "{model}", "--labels-file", "/nonexistent"], "cannot read labels file"),
         (["export", "{model}"], "pass --preprocessing"),
         (["inspect", "{out}"], "not a SavedModel directory"),
+        (["serve", "{out}"], "no exported model 'clothing-model' in"),
     ],
 )
 def test_bad_input_gives_a_clear_error(

@@ -1,4 +1,5 @@
-"""``python -m model_tools export|inspect``: package a Keras model for TF Serving."""
+"""``python -m model_tools export|inspect|serve``: package a Keras model for TF Serving,
+show what an export holds, try it without TF Serving."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from model_tools.errors import ExportError
 from model_tools.preprocessing import AUTO
 from serving_contract.model import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
+from serving_contract.ports import GRPC_PORT
 
 # The course's clothing model: its 10 outputs in order.
 CLOTHING_CLASSES = (
@@ -75,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version")
     ins = sub.add_parser("inspect", help="print a version's signatures and manifest")
     ins.add_argument("version_dir", type=Path)
+    srv = sub.add_parser(
+        "serve",
+        help="serve an export's newest version over TF Serving's gRPC API, with TensorFlow "
+        "in Python: for trying a model, not for serving",
+    )
+    srv.add_argument("export_dir", type=Path, help="what `export` wrote (its --out)")
+    srv.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=GRPC_PORT, help="0: any free port")
+    srv.add_argument(
+        "--enable_serialization_as_tensor_content",
+        action="store_true",
+        help="answer with tensor_content, as TF Serving does with this flag",
+    )
     return parser
 
 
@@ -109,11 +125,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"exported {version_dir}")
-        else:
+        elif args.command == "inspect":
             from model_tools.inspect_model import describe
 
             print(describe(args.version_dir))
+        else:
+            from model_tools.dev_server import serve
+
+            return serve(
+                args.export_dir,
+                args.name,
+                args.host,
+                args.port,
+                tensor_content=args.enable_serialization_as_tensor_content,
+            )
     except (ExportError, OSError) as exc:  # OSError: a path that cannot be read or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while a model loads
+        return 130
     return 0
