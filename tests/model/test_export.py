@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -324,6 +326,35 @@ def test_without_tensorflow_the_cli_says_where_to_run(
     )
     assert main(["export", str(keras_model_file), "--out", str(tmp_path / "o")]) == 2
     assert "tools/in-linux.sh python -m model_tools" in capsys.readouterr().err
+
+
+# Inside the CLI, TensorFlow is imported, then logs through absl, then through its own logger,
+# as saving a model does: the last line must print once.
+_LOGS_AS_AN_EXPORT_DOES = """
+import sys
+from absl import logging as absl_logging
+import model_tools.inspect_model
+from model_tools.cli import main
+
+def describe(path):
+    import tensorflow as tf
+    absl_logging.warning("absl line")
+    tf.get_logger().warning("tensorflow line")
+    return "described"
+
+model_tools.inspect_model.describe = describe
+sys.exit(main(["inspect", sys.argv[1]]))
+"""
+
+
+def test_the_cli_prints_each_tensorflow_log_line_once(exported: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOGS_AS_AN_EXPORT_DOES, str(exported)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("absl line") == 1, result.stderr
+    assert result.stderr.count("tensorflow line") == 1, result.stderr
 
 
 def test_an_unwritable_output_is_a_clear_error(

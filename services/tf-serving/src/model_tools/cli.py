@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -103,6 +104,11 @@ NO_TENSORFLOW = (
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow gives its Python logger a handler of its own when the root logger has
+    # none; the first absl line (saving a model logs some) then configures the root too,
+    # and every later TensorFlow line printed twice. A root handler from the start, before
+    # TensorFlow is imported: each line once, in the same format.
+    logging.basicConfig()
     args = build_parser().parse_args(argv)
     if importlib.util.find_spec("tensorflow") is None:
         print(f"error: {NO_TENSORFLOW}", file=sys.stderr)
