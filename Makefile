@@ -45,8 +45,8 @@ CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
 # axe-core, the accessibility rules the website's browser tests run (an npm package).
 WEB_CHECKS := $(CURDIR)/tests/web/node_modules/.package-lock.json
 
-.PHONY: help setup venv test lint pytest run model stubs fuzz bench load cost screenshots \
-  clean FORCE
+.PHONY: help setup venv test lint pytest run model inspect stubs fuzz bench load cost \
+  screenshots clean FORCE
 
 help: ## this list (make TARGET [VARIABLE=value ...]; the variables are in the Makefile)
 	@echo "make TARGET, where TARGET is one of:"
@@ -143,6 +143,10 @@ $(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | $(UV)
 	  --overwrite $(export_args)
 
 model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
+
+# The model `make run` serves (MODEL_NAME, else the export's default name).
+inspect: | $(UV) ## print the exported model's signatures and manifest
+	@$(MODEL_TOOLS) inspect "$(MODEL_DIR)" $(if $(MODEL_NAME),--name "$(MODEL_NAME)")
 
 run: ## build both images and start TF Serving + the gateway on http://localhost:9696
 	@tools/check-docker.sh

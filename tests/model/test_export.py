@@ -155,6 +155,21 @@ def test_inspect_prints_the_signatures(exported: Path) -> None:
     assert '"class_labels"' in text
 
 
+def test_inspect_of_an_export_shows_the_version_tf_serving_serves(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make inspect` passes the export directory: the newest version, by number."""
+    out = tmp_path / "models"
+    for version in ("2", "10"):
+        shutil.copytree(exported, out / "clothing-model" / version)
+        manifest = out / "clothing-model" / version / "manifest.json"
+        manifest.write_text(manifest.read_text().replace("tiny.keras", f"v{version}.keras"))
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "signature_def['serving_default']:" in text
+    assert "v10.keras" in text and "v2.keras" not in text
+
+
 @pytest.mark.parametrize(
     ("names", "mode"),
     [
@@ -280,7 +295,8 @@ def test_h5_and_saved_model_inputs_and_softmax_detection(tmp_path: Path, exporte
         (["export", "{gray}"], "expected [batch, height, width, 3]"),
         (["export", "{model}", "--labels-file", "/nonexistent"], "cannot read labels file"),
         (["export", "{model}"], "pass --preprocessing"),
-        (["inspect", "{out}"], "not a SavedModel directory"),
+        (["inspect", "{txt}"], "not a SavedModel directory"),
+        (["inspect", "{out}"], "no exported model 'clothing-model' in"),
         (["serve", "{out}"], "no exported model 'clothing-model' in"),
     ],
 )

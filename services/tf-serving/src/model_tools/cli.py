@@ -12,6 +12,7 @@ from pathlib import Path
 
 from model_tools.errors import ExportError
 from model_tools.preprocessing import AUTO
+from model_tools.serving_config import newest_version
 from serving_contract.model import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
 from serving_contract.ports import GRPC_PORT
 
@@ -77,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--warmup-batch-sizes", type=_batch_sizes, default=(1, 2, 4, 8, 16, 32))
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version")
     ins = sub.add_parser("inspect", help="print a version's signatures and manifest")
-    ins.add_argument("version_dir", type=Path)
+    ins.add_argument(
+        "path",
+        type=Path,
+        help="a version directory, or an export (--out) to show --name's newest version",
+    )
+    ins.add_argument("--name", default=DEFAULT_MODEL_NAME)
     srv = sub.add_parser(
         "serve",
         help="serve an export's newest version over TF Serving's gRPC API, with TensorFlow "
@@ -134,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             from model_tools.inspect_model import describe
 
-            print(describe(args.version_dir))
+            path = args.path
+            if not (path / "saved_model.pb").is_file() and path.is_dir():
+                path = newest_version(path, args.name)
+            print(describe(path))
         else:
             from model_tools.dev_server import serve
 
