@@ -162,9 +162,13 @@ bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
 	$(RUN) python -m bench.load_test
 
-# The README's pictures of the website: taken by its browser tests, written into docs/.
-screenshots: setup ## retake docs/website.png and docs/website-phone.png
-	WEBSITE_SCREENSHOTS=$(CURDIR)/docs $(RUN) pytest -q tests/web -k "screenshot or phone"
+# The README's pictures of the website, taken by its browser tests: into
+# $(MODEL_CACHE)/screenshots to look at, into docs/ (tracked) with UPDATE_DOCS=1.
+SCREENSHOTS := $(if $(UPDATE_DOCS),$(CURDIR)/docs,$(abspath $(MODEL_CACHE))/screenshots)
+screenshots: setup ## retake the website's pictures into .cache/screenshots (UPDATE_DOCS=1: docs/)
+	@mkdir -p "$(SCREENSHOTS)"
+	WEBSITE_SCREENSHOTS="$(SCREENSHOTS)" $(RUN) pytest -q tests/web -k "screenshot or phone"
+	@echo "screenshots: $(SCREENSHOTS)/website.png, website-phone.png"
 
 clean: ## remove .venv, .tools and .cache (installed tools, downloads, exports' inputs)
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
