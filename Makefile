@@ -1,6 +1,8 @@
 # Two entry points: `make run` (the service locally, in Docker) and `make test` (everything
-# CI checks). Both install what they need; only Python 3.11 and pip are assumed.
+# CI checks). Both install what they need; only Python 3.11 and pip are assumed. A bare
+# `make` lists the targets: every public one says what it does in a `## ` comment.
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
 # One uv release everywhere: the gateway image's build pins it, the rest follows.
 UV_VERSION := $(shell sed -n 's/^ARG UV_VERSION=//p' services/gateway/Dockerfile)
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.tools/bin/uv")
@@ -43,7 +45,13 @@ CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
 # axe-core, the accessibility rules the website's browser tests run (an npm package).
 WEB_CHECKS := $(CURDIR)/tests/web/node_modules/.package-lock.json
 
-.PHONY: setup venv test lint pytest run model stubs fuzz bench load cost screenshots clean FORCE
+.PHONY: help setup venv test lint pytest run model inspect stubs fuzz bench load cost \
+  screenshots clean FORCE
+
+help: ## this list (make TARGET [VARIABLE=value ...]; the variables are in the Makefile)
+	@echo "make TARGET, where TARGET is one of:"
+	@sed -n 's/^\([a-z][a-z-]*\):.*## \(.*\)$$/\1\t\2/p' $(firstword $(MAKEFILE_LIST)) \
+	  | awk -F '\t' '!seen[$$1]++ { printf "  %-12s %s\n", $$1, $$2 }'
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install --quiet --target "$(CURDIR)/.tools/uv" "uv==$(UV_VERSION)"
@@ -89,7 +97,7 @@ lint: setup ## ruff + mypy
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
-pytest: setup
+pytest: setup ## the tests alone (no lint)
 	$(RUN) pytest
 
 test: lint pytest ## what CI runs
@@ -136,6 +144,10 @@ $(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | $(UV)
 
 model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
 
+# The model `make run` serves (MODEL_NAME, else the export's default name).
+inspect: | $(UV) ## print the exported model's signatures and manifest
+	@$(MODEL_TOOLS) inspect "$(MODEL_DIR)" $(if $(MODEL_NAME),--name "$(MODEL_NAME)")
+
 run: ## build both images and start TF Serving + the gateway on http://localhost:9696
 	@tools/check-docker.sh
 	$(MAKE) --no-print-directory model
@@ -153,9 +165,13 @@ bench: venv ## gateway vs the course's reference gateway (prints req/s, p50/p99)
 load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over the run
 	$(RUN) python -m bench.load_test $(BENCH_ARGS)
 
-# The README's pictures of the website: taken by its browser tests, written into docs/.
-screenshots: setup ## retake docs/website.png and docs/website-phone.png
-	WEBSITE_SCREENSHOTS=$(CURDIR)/docs $(RUN) pytest -q tests/web -k "screenshot or phone"
+# The README's pictures of the website, taken by its browser tests: into
+# $(MODEL_CACHE)/screenshots to look at, into docs/ (tracked) with UPDATE_DOCS=1.
+SCREENSHOTS := $(if $(UPDATE_DOCS),$(CURDIR)/docs,$(abspath $(MODEL_CACHE))/screenshots)
+screenshots: setup ## retake the website's pictures into .cache/screenshots (UPDATE_DOCS=1: docs/)
+	@mkdir -p "$(SCREENSHOTS)"
+	WEBSITE_SCREENSHOTS="$(SCREENSHOTS)" $(RUN) pytest -q tests/web -k "screenshot or phone"
+	@echo "screenshots: $(SCREENSHOTS)/website.png, website-phone.png"
 
-clean:
+clean: ## remove .venv, .tools and .cache (installed tools, downloads, exports' inputs)
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

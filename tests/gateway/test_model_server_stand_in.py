@@ -12,9 +12,9 @@ from gateway._proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     prediction_service_pb2_grpc,
 )
+from model_tools.serving_wire import INIT_OP_KEY
 from serving_contract.model import SIGNATURE
 from tests.support.fake_model_server import FakeModel
-from tests.support.tf_serving_wire import INIT_OP_KEY
 
 
 def _metadata(port: int, fields: list[str]) -> get_model_metadata_pb2.GetModelMetadataResponse:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -153,6 +155,21 @@ def test_inspect_prints_the_signatures(exported: Path) -> None:
     assert '"class_labels"' in text
 
 
+def test_inspect_of_an_export_shows_the_version_tf_serving_serves(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make inspect` passes the export directory: the newest version, by number."""
+    out = tmp_path / "models"
+    for version in ("2", "10"):
+        shutil.copytree(exported, out / "clothing-model" / version)
+        manifest = out / "clothing-model" / version / "manifest.json"
+        manifest.write_text(manifest.read_text().replace("tiny.keras", f"v{version}.keras"))
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "signature_def['serving_default']:" in text
+    assert "v10.keras" in text and "v2.keras" not in text
+
+
 @pytest.mark.parametrize(
     ("names", "mode"),
     [
@@ -278,7 +295,9 @@ def test_h5_and_saved_model_inputs_and_softmax_detection(tmp_path: Path, exporte
         (["export", "{gray}"], "expected [batch, height, width, 3]"),
         (["export", "{model}", "--labels-file", "/nonexistent"], "cannot read labels file"),
         (["export", "{model}"], "pass --preprocessing"),
-        (["inspect", "{out}"], "not a SavedModel directory"),
+        (["inspect", "{txt}"], "not a SavedModel directory"),
+        (["inspect", "{out}"], "no exported model 'clothing-model' in"),
+        (["serve", "{out}"], "no exported model 'clothing-model' in"),
     ],
 )
 def test_bad_input_gives_a_clear_error(
@@ -323,6 +342,35 @@ def test_without_tensorflow_the_cli_says_where_to_run(
     )
     assert main(["export", str(keras_model_file), "--out", str(tmp_path / "o")]) == 2
     assert "tools/in-linux.sh python -m model_tools" in capsys.readouterr().err
+
+
+# Inside the CLI, TensorFlow is imported, then logs through absl, then through its own logger,
+# as saving a model does: the last line must print once.
+_LOGS_AS_AN_EXPORT_DOES = """
+import sys
+from absl import logging as absl_logging
+import model_tools.inspect_model
+from model_tools.cli import main
+
+def describe(path):
+    import tensorflow as tf
+    absl_logging.warning("absl line")
+    tf.get_logger().warning("tensorflow line")
+    return "described"
+
+model_tools.inspect_model.describe = describe
+sys.exit(main(["inspect", sys.argv[1]]))
+"""
+
+
+def test_the_cli_prints_each_tensorflow_log_line_once(exported: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOGS_AS_AN_EXPORT_DOES, str(exported)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("absl line") == 1, result.stderr
+    assert result.stderr.count("tensorflow line") == 1, result.stderr
 
 
 def test_an_unwritable_output_is_a_clear_error(

@@ -2,7 +2,7 @@
 
 It serves a signature shaped like a ``model_tools`` export (``image`` uint8 in, ``logits``
 and ``classes`` out) and answers Predict with fixed logits (one row per image), reading and
-writing tensors the way TF Serving does (``tf_serving_wire``: typed output fields unless
+writing tensors the way TF Serving does (``model_tools.serving_wire``: typed output fields unless
 told to use ``tensor_content``). It records every request so tests can assert the exact
 tensor the gateway sent, and can be told to fail, stall or report the model as not yet
 available.
@@ -14,7 +14,6 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import grpc
 import numpy as np
@@ -30,24 +29,24 @@ from gateway._proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from model_tools.cli import CLOTHING_CLASSES
-from serving_contract.model import (
-    CLASSES_OUTPUT,
-    DEFAULT_MODEL_NAME,
-    IMAGE_INPUT,
-    LOGITS_OUTPUT,
-    SIGNATURE,
-)
-from tests.support.tf_serving_wire import (
+from model_tools.serving_wire import (
     INIT_OP_KEY,
     WireError,
     check_batched_outputs,
     check_request,
     decode_input,
     encode_output,
-    init_op_signature,
     model_metadata,
-    shape_proto,
+    model_status,
+    set_shape,
     signature_not_found,
+)
+from serving_contract.model import (
+    CLASSES_OUTPUT,
+    DEFAULT_MODEL_NAME,
+    IMAGE_INPUT,
+    LOGITS_OUTPUT,
+    SIGNATURE,
 )
 
 FIXED_LOGITS = np.linspace(-3.0, 2.4, len(CLOTHING_CLASSES), dtype=np.float32)[::-1].copy()
@@ -89,29 +88,25 @@ class FakeModel:
 
     def signature_def(self) -> meta_graph_pb2.SignatureDef:
         sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-        sig.inputs[self.input_name].CopyFrom(
-            meta_graph_pb2.TensorInfo(
-                name=f"serving_default_{self.input_name}:0",
-                dtype=_DTYPES[self.input_dtype],
-                tensor_shape=shape_proto(self.input_shape),
-            )
-        )
+        image = sig.inputs[self.input_name]
+        image.name = f"serving_default_{self.input_name}:0"
+        image.dtype = _DTYPES[self.input_dtype]
+        set_shape(image.tensor_shape, self.input_shape)
         outputs = {self.output_name: types_pb2.DT_FLOAT}
         if self.classes_output:
             outputs[CLASSES_OUTPUT] = types_pb2.DT_STRING
         for i, (name, dtype) in enumerate(sorted(outputs.items())):
-            sig.outputs[name].CopyFrom(
-                meta_graph_pb2.TensorInfo(
-                    name=f"StatefulPartitionedCall:{i}",
-                    dtype=dtype,
-                    tensor_shape=shape_proto((-1, self.num_classes)),
-                )
-            )
+            output = sig.outputs[name]
+            output.name = f"StatefulPartitionedCall:{i}"
+            output.dtype = dtype
+            set_shape(output.tensor_shape, (-1, self.num_classes))
         return sig
 
     def signatures(self) -> dict[str, meta_graph_pb2.SignatureDef]:
         """The signature map of the SavedModel, as GetModelMetadata returns it."""
-        return {self.signature_name: self.signature_def(), INIT_OP_KEY: init_op_signature()}
+        init_op = meta_graph_pb2.SignatureDef()
+        init_op.outputs[INIT_OP_KEY].name = "NoOp"
+        return {self.signature_name: self.signature_def(), INIT_OP_KEY: init_op}
 
     def run(self, images: npt.NDArray[np.generic]) -> dict[str, npt.NDArray[np.generic]]:
         batch = images.shape[0]
@@ -174,9 +169,7 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = m.version
         response.model_spec.signature_name = key
         for name in wanted:
-            response.outputs[name].CopyFrom(
-                encode_output(outputs[name], tensor_content=m.tensor_content)
-            )
+            encode_output(outputs[name], response.outputs[name], tensor_content=m.tensor_content)
         return response
 
     def GetModelMetadata(
@@ -185,32 +178,28 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._check_model(request.model_spec, context)
         m = self.model
         try:
-            return model_metadata(request, m.name, m.version, m.signatures())
+            response: get_model_metadata_pb2.GetModelMetadataResponse = model_metadata(
+                get_model_metadata_pb2, request, m.name, m.version, m.signatures()
+            )
         except WireError as error:
             error.abort(context)
+        return response
 
 
-class ServedModel(Protocol):
-    name: str
-    version: int
-    state: get_model_status_pb2.ModelVersionStatus.State
-
-
-class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus for one model version, as TF Serving answers it (both stand-ins)."""
-
-    def __init__(self, model: ServedModel) -> None:
+class _ModelStatus(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, model: FakeModel) -> None:
         self.model = model
 
     def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        if request.model_spec.name != self.model.name:
-            context.abort(grpc.StatusCode.NOT_FOUND, "Could not find any versions of model")
-        response = get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add()
-        status.version = self.model.version
-        status.state = self.model.state
+        m = self.model
+        try:
+            response: get_model_status_pb2.GetModelStatusResponse = model_status(
+                get_model_status_pb2, request, m.name, m.version, m.state
+            )
+        except WireError as error:
+            error.abort(context)
         return response
 
 
@@ -228,7 +217,7 @@ def serve(
         futures.ThreadPoolExecutor(max_workers=max_workers), options=limit + (options or [])
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(model), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(model), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelStatus(model), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")

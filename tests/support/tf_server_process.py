@@ -1,36 +1,38 @@
-"""Start and stop the TensorFlow-backed TF Serving stand-in as a subprocess (tests only)."""
+"""Start and stop ``python -m model_tools serve`` (TensorFlow answering as TF Serving does)
+as a subprocess, for the tests that need a real model behind the gateway."""
 
 from __future__ import annotations
 
-import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# The line the server prints once the model is loaded, warmed up and listening.
+_LISTENING = re.compile(rb" on 127\.0\.0\.1:(\d+), gRPC;")
 
 
 @contextmanager
 def tf_server(model_dir: Path, *, tensor_content: bool = False) -> Iterator[int]:
     """Serve the newest version under ``model_dir`` (``<out>/<name>``); yields the gRPC port
     once the model is loaded and warmed up."""
-    args = [sys.executable, "-m", "tests.support.tf_model_server", str(model_dir)]
-    args += ["--name", model_dir.name]
+    args = [sys.executable, "-m", "model_tools", "serve", str(model_dir.parent)]
+    args += ["--name", model_dir.name, "--port", "0"]
     if tensor_content:
         args.append("--enable_serialization_as_tensor_content")
-    process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
-    assert process.stdin is not None and process.stdout is not None
-    try:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"TF model server exited with {process.wait()} before serving")
-        yield int(json.loads(line)["grpc_port"])
-    finally:
-        process.stdin.close()
+    with subprocess.Popen(args, stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            line = process.stdout.readline()
+            match = _LISTENING.search(line)
+            if match is None:
+                raise RuntimeError(f"the model server exited with {process.wait()}: {line!r}")
+            yield int(match[1])
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -189,3 +189,8 @@ def test_intel_macs_export_in_a_linux_container(tmp_path: Path) -> None:
     assert "tools/in-linux.sh python -m model_tools export" in intel
     native = _dry_run_model(tmp_path, "HOST_PLATFORM=Darwin-arm64")
     assert "run --locked --group model python -m model_tools export" in native
+
+
+def test_screenshots_leave_the_tracked_pictures_alone_unless_asked() -> None:
+    assert f'WEBSITE_SCREENSHOTS="{ROOT}/.cache/screenshots"' in _dry_run("screenshots")
+    assert f'WEBSITE_SCREENSHOTS="{ROOT}/docs"' in _dry_run("screenshots", "UPDATE_DOCS=1")

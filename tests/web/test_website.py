@@ -376,7 +376,8 @@ def test_it_fits_a_phone(
 
 
 def _screenshot_dir(tmp_path: Path) -> Path:
-    """docs/ when asked (``make screenshots``), else the test's own directory."""
+    """Where ``make screenshots`` asks (.cache/screenshots, or docs/), else the test's own
+    directory."""
     return Path(os.environ.get("WEBSITE_SCREENSHOTS", tmp_path))
 
 

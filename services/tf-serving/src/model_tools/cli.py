@@ -1,16 +1,20 @@
-"""``python -m model_tools export|inspect``: package a Keras model for TF Serving."""
+"""``python -m model_tools export|inspect|serve``: package a Keras model for TF Serving,
+show what an export holds, try it without TF Serving."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
 
 from model_tools.errors import ExportError
 from model_tools.preprocessing import AUTO
+from model_tools.serving_config import newest_version
 from serving_contract.model import DEFAULT_MODEL_NAME, PREPROCESSING_MODES
+from serving_contract.ports import GRPC_PORT
 
 # The course's clothing model: its 10 outputs in order.
 CLOTHING_CLASSES = (
@@ -74,7 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--warmup-batch-sizes", type=_batch_sizes, default=(1, 2, 4, 8, 16, 32))
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version")
     ins = sub.add_parser("inspect", help="print a version's signatures and manifest")
-    ins.add_argument("version_dir", type=Path)
+    ins.add_argument(
+        "path",
+        type=Path,
+        help="a version directory, or an export (--out) to show --name's newest version",
+    )
+    ins.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    srv = sub.add_parser(
+        "serve",
+        help="serve an export's newest version over TF Serving's gRPC API, with TensorFlow "
+        "in Python: for trying a model, not for serving",
+    )
+    srv.add_argument("export_dir", type=Path, help="what `export` wrote (its --out)")
+    srv.add_argument("--name", default=DEFAULT_MODEL_NAME)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=GRPC_PORT, help="0: any free port")
+    srv.add_argument(
+        "--enable_serialization_as_tensor_content",
+        action="store_true",
+        help="answer with tensor_content, as TF Serving does with this flag",
+    )
     return parser
 
 
@@ -87,6 +110,11 @@ NO_TENSORFLOW = (
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow gives its Python logger a handler of its own when the root logger has
+    # none; the first absl line (saving a model logs some) then configures the root too,
+    # and every later TensorFlow line printed twice. A root handler from the start, before
+    # TensorFlow is imported: each line once, in the same format.
+    logging.basicConfig()
     args = build_parser().parse_args(argv)
     if importlib.util.find_spec("tensorflow") is None:
         print(f"error: {NO_TENSORFLOW}", file=sys.stderr)
@@ -109,11 +137,26 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"exported {version_dir}")
-        else:
+        elif args.command == "inspect":
             from model_tools.inspect_model import describe
 
-            print(describe(args.version_dir))
+            path = args.path
+            if not (path / "saved_model.pb").is_file() and path.is_dir():
+                path = newest_version(path, args.name)
+            print(describe(path))
+        else:
+            from model_tools.dev_server import serve
+
+            return serve(
+                args.export_dir,
+                args.name,
+                args.host,
+                args.port,
+                tensor_content=args.enable_serialization_as_tensor_content,
+            )
     except (ExportError, OSError) as exc:  # OSError: a path that cannot be read or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while a model loads
+        return 130
     return 0

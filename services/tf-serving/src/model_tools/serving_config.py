@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model_tools.errors import ExportError
+
 FILENAME = "models.config"
 MOUNT = "/models"  # where the TF Serving image puts the export directory
 
@@ -21,6 +23,23 @@ def exported_models(out_dir: Path) -> list[str]:
         if model.is_dir()
         and any(v.name.isdigit() and (v / "saved_model.pb").is_file() for v in model.iterdir())
     )
+
+
+def newest_version(out_dir: Path, name: str) -> Path:
+    """The version directory of ``name`` that TF Serving serves from ``out_dir``: the
+    highest-numbered complete one."""
+    versions = [
+        v
+        for v in (out_dir / name).glob("*")
+        if v.name.isdigit() and (v / "saved_model.pb").is_file()
+    ]
+    if not versions:
+        exported = ", ".join(exported_models(out_dir)) if out_dir.is_dir() else "none"
+        raise ExportError(
+            f"no exported model {name!r} in {out_dir} (exported: {exported or 'none'}); "
+            "`make model` exports one"
+        )
+    return max(versions, key=lambda v: int(v.name))
 
 
 def write_model_config(out_dir: Path) -> Path:

@@ -1,7 +1,9 @@
-"""How TF Serving reads requests and writes answers, for the test stand-ins (tests only).
+"""How TF Serving reads requests and writes answers, for every server that stands in for it.
 
-Both stand-ins (``fake_model_server``, ``tf_model_server``) go through these functions, so
-they answer the way the real server does, not the way that is convenient for the gateway:
+Two servers answer as TF Serving does: ``model_tools serve`` (TensorFlow in Python, for
+``make dev`` and the model tests) and the tests' fake model server (no TensorFlow). Both go
+through these functions, so they answer the way the real server does, not the way that is
+convenient for the gateway:
 
 - Outputs are written with typed fields (``float_val``, ``string_val``...), TF Serving's
   default (``Tensor::AsProtoField``); ``tensor_content`` only when the server runs with
@@ -16,8 +18,15 @@ they answer the way the real server does, not the way that is convenient for the
   INVALID_ARGUMENT) and returns the MetaGraphDef's whole signature map, the SavedModel's
   ``__saved_model_init_op`` entry included.
 
+The two servers use two copies of the generated protobuf modules (TensorFlow's, and the
+gateway's TensorFlow-free copy), and this module must import neither: the fake server may
+not load TensorFlow, the model tooling may not depend on the gateway. So it works on the
+messages it is given, through their fields and descriptors (the messages are typed ``Any``),
+and a function that builds a message is given the generated module to build it from.
+
 Sources: tensorflow/serving ``servables/tensorflow/predict_util.cc``,
 ``servables/tensorflow/get_model_metadata_impl.cc``,
+``model_servers/get_model_status_impl.cc``,
 ``model_servers/server_core.h`` (``kAsProtoField`` default) and
 ``batching/batching_session.cc``; tensorflow ``core/framework/tensor.cc``
 (``FromProtoField``) and ``core/platform/tensor_coding.cc`` (``EncodeStringList``).
@@ -25,27 +34,27 @@ Sources: tensorflow/serving ``servables/tensorflow/predict_util.cc``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any, NoReturn
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
-from gateway._proto.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from gateway._proto.tensorflow.core.protobuf import meta_graph_pb2
-from gateway._proto.tensorflow_serving.apis import get_model_metadata_pb2
-
-# dtype enum -> (NumPy dtype, typed field)
-_FIELDS: dict[int, tuple[np.dtype[Any], str]] = {
-    types_pb2.DT_FLOAT: (np.dtype("<f4"), "float_val"),
-    types_pb2.DT_DOUBLE: (np.dtype("<f8"), "double_val"),
-    types_pb2.DT_INT32: (np.dtype("<i4"), "int_val"),
-    types_pb2.DT_INT64: (np.dtype("<i8"), "int64_val"),
-    types_pb2.DT_UINT8: (np.dtype("u1"), "int_val"),
-    types_pb2.DT_BOOL: (np.dtype("?"), "bool_val"),
+# DataType name -> (NumPy dtype, typed field)
+_FIELDS: dict[str, tuple[np.dtype[Any], str]] = {
+    "DT_FLOAT": (np.dtype("<f4"), "float_val"),
+    "DT_DOUBLE": (np.dtype("<f8"), "double_val"),
+    "DT_INT32": (np.dtype("<i4"), "int_val"),
+    "DT_INT64": (np.dtype("<i8"), "int64_val"),
+    "DT_UINT8": (np.dtype("u1"), "int_val"),
+    "DT_BOOL": (np.dtype("?"), "bool_val"),
 }
-_ENUM_OF: dict[np.dtype[Any], Any] = {np.dtype(dt): enum for enum, (dt, _) in _FIELDS.items()}
+_NAME_OF: dict[np.dtype[Any], str] = {np.dtype(dt): name for name, (dt, _) in _FIELDS.items()}
+
+# The entry a TF2 SavedModel adds to its signature map, which TF Serving returns with it.
+INIT_OP_KEY = "__saved_model_init_op"
 
 
 class WireError(Exception):
@@ -61,10 +70,25 @@ class WireError(Exception):
         raise AssertionError("grpc's context.abort always raises")
 
 
-def shape_proto(dims: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
-    )
+def _dtype_enum(message: Any) -> Any:
+    """The ``tensorflow.DataType`` enum descriptor, from a message with a ``dtype`` field."""
+    return message.DESCRIPTOR.fields_by_name["dtype"].enum_type
+
+
+def _dtype_name(message: Any) -> str:
+    """``message.dtype``'s name: DT_FLOAT, DT_UINT8..."""
+    return str(_dtype_enum(message).values_by_number[message.dtype].name)
+
+
+def _type_string(message: Any) -> str:
+    """TensorFlow's ``DataTypeString`` of ``message.dtype``: "float", "uint8"."""
+    return _dtype_name(message).removeprefix("DT_").lower()
+
+
+def set_shape(shape: Any, dims: Sequence[int]) -> None:
+    """Fill a ``TensorShapeProto`` with ``dims``."""
+    for size in dims:
+        shape.dim.add(size=size)
 
 
 def _varint(n: int) -> bytes:
@@ -77,38 +101,38 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def encode_output(
-    array: npt.NDArray[np.generic], *, tensor_content: bool
-) -> tensor_pb2.TensorProto:
-    """``array`` as TF Serving serialises an output tensor."""
-    proto = tensor_pb2.TensorProto(tensor_shape=shape_proto(array.shape))
+def encode_output(array: npt.NDArray[np.generic], into: Any, *, tensor_content: bool) -> None:
+    """Write ``array`` into the empty ``TensorProto`` ``into`` as TF Serving serialises an
+    output tensor."""
+    set_shape(into.tensor_shape, array.shape)
+    enum = _dtype_enum(into)
     if array.dtype.kind in ("S", "O", "U"):
         items = [x if isinstance(x, bytes) else str(x).encode() for x in array.ravel()]
-        proto.dtype = types_pb2.DT_STRING
+        into.dtype = enum.values_by_name["DT_STRING"].number
         if tensor_content:
-            proto.tensor_content = b"".join(_varint(len(x)) for x in items) + b"".join(items)
+            into.tensor_content = b"".join(_varint(len(x)) for x in items) + b"".join(items)
         else:
-            proto.string_val.extend(items)
-        return proto
+            into.string_val.extend(items)
+        return
     dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-    enum = _ENUM_OF[np.dtype(dtype)]
-    proto.dtype = enum
+    name = _NAME_OF[np.dtype(dtype)]
+    into.dtype = enum.values_by_name[name].number
     if tensor_content:
-        proto.tensor_content = np.ascontiguousarray(array, dtype=_FIELDS[enum][0]).tobytes()
+        into.tensor_content = np.ascontiguousarray(array, dtype=_FIELDS[name][0]).tobytes()
     else:
-        getattr(proto, _FIELDS[enum][1]).extend(array.ravel().tolist())
-    return proto
+        getattr(into, _FIELDS[name][1]).extend(array.ravel().tolist())
 
 
-def decode_input(tensor: tensor_pb2.TensorProto, alias: str) -> npt.NDArray[np.generic]:
-    """An input tensor as ``Tensor::FromProto`` reads it."""
-    if tensor.dtype not in _FIELDS or tensor.tensor_shape.unknown_rank:
+def decode_input(tensor: Any, alias: str) -> npt.NDArray[np.generic]:
+    """An input ``TensorProto`` as ``Tensor::FromProto`` reads it."""
+    name = _dtype_name(tensor)
+    if name not in _FIELDS or tensor.tensor_shape.unknown_rank:
         raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}")
     shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}")
     count = int(np.prod(shape))
-    dtype, field = _FIELDS[tensor.dtype]
+    dtype, field = _FIELDS[name]
     if tensor.tensor_content:
         if len(tensor.tensor_content) != count * dtype.itemsize:
             raise WireError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias}")
@@ -122,12 +146,10 @@ def decode_input(tensor: tensor_pb2.TensorProto, alias: str) -> npt.NDArray[np.g
 
 
 def check_request(
-    signature_key: str,
-    signature: meta_graph_pb2.SignatureDef,
-    inputs: Mapping[str, tensor_pb2.TensorProto],
-    output_filter: list[str],
+    signature_key: str, signature: Any, inputs: Mapping[str, Any], output_filter: list[str]
 ) -> list[str]:
-    """The outputs to compute, or WireError with TF Serving's message for a bad request."""
+    """The outputs a Predict of ``inputs`` on ``signature`` (a ``SignatureDef``) computes,
+    or WireError with TF Serving's message for a bad request."""
     expected = set(signature.inputs)
     sent = set(inputs)
     if sent != expected:
@@ -151,8 +173,8 @@ def check_request(
         if tensor.dtype != signature.inputs[alias].dtype:
             raise WireError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"Expects arg[0] to be {_type_string(signature.inputs[alias].dtype)} "
-                f"but {_type_string(tensor.dtype)} is provided",
+                f"Expects arg[0] to be {_type_string(signature.inputs[alias])} "
+                f"but {_type_string(tensor)} is provided",
             )
     for alias in output_filter:
         if alias not in signature.outputs:
@@ -185,28 +207,15 @@ def signature_not_found(key: str) -> WireError:
     )
 
 
-def _type_string(dtype: int) -> str:
-    """TensorFlow's ``DataTypeString``: DT_FLOAT -> "float", DT_UINT8 -> "uint8"."""
-    return types_pb2.DataType.Name(dtype).removeprefix("DT_").lower()
-
-
-# The entry a TF2 SavedModel adds to its signature map, which TF Serving returns with it.
-INIT_OP_KEY = "__saved_model_init_op"
-
-
-def init_op_signature() -> meta_graph_pb2.SignatureDef:
-    sig = meta_graph_pb2.SignatureDef()
-    sig.outputs[INIT_OP_KEY].CopyFrom(meta_graph_pb2.TensorInfo(name="NoOp"))
-    return sig
-
-
 def model_metadata(
-    request: get_model_metadata_pb2.GetModelMetadataRequest,
+    get_model_metadata_pb2: ModuleType,
+    request: Any,
     name: str,
     version: int,
-    signatures: Mapping[str, meta_graph_pb2.SignatureDef],
-) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadata as TF Serving answers it (``GetModelMetadataWithModelSpec``)."""
+    signatures: Mapping[str, Any],
+) -> Any:
+    """GetModelMetadata's answer as TF Serving gives it (``GetModelMetadataWithModelSpec``),
+    built from ``get_model_metadata_pb2``."""
     if not request.metadata_field:
         raise WireError(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -224,4 +233,18 @@ def model_metadata(
     response.model_spec.name = name
     response.model_spec.version.value = version
     response.metadata["signature_def"].Pack(sig_map)
+    return response
+
+
+def model_status(
+    get_model_status_pb2: ModuleType, request: Any, name: str, version: int, state: int
+) -> Any:
+    """GetModelStatus's answer for a server of one model version, built from
+    ``get_model_status_pb2``."""
+    if request.model_spec.name != name:
+        raise WireError(grpc.StatusCode.NOT_FOUND, "Could not find any versions of model")
+    response = get_model_status_pb2.GetModelStatusResponse()
+    status = response.model_version_status.add()
+    status.version = version
+    status.state = state
     return response
