@@ -41,13 +41,11 @@ READY_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 20
 
 
-def _free(port: int) -> bool:
+def _listening(port: int) -> bool:
+    """Whether something answers on the port (a trial bind would also fail on the
+    connections a previous run left in TIME_WAIT)."""
     with socket.socket() as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
+        return s.connect_ex((LOOPBACK, port)) == 0
 
 
 # Straight to loopback, whatever proxy the environment names.
@@ -79,11 +77,6 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((LOOPBACK, port)) == 0
-
-
 def _wait(until: Callable[[], bool], processes: list[subprocess.Popen[bytes]], what: str) -> bool:
     """Until ``until()``; False (said) if a process exits first or the time runs out."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -108,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: stop both servers
         signal.signal(signum, signal.default_int_handler)
     for port, what in ((args.port, "gateway"), (args.model_port, "model server")):
-        if not _free(port):
+        if _listening(port):
             print(
                 f"error: port {port} (the {what}'s) is taken, perhaps by `make run`: stop it, "
                 'or choose others: make dev DEV_ARGS="--port 9797 --model-port 8600"',

@@ -93,6 +93,33 @@ def test_make_dev_says_when_a_port_is_taken(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_port_the_last_run_left_in_time_wait_is_free(tmp_path: Path) -> None:
+    """Right after a `make dev`, its gateway port holds connections in TIME_WAIT: that is
+    no server, and the next `make dev` must not call the port taken."""
+    (tmp_path / "models.config").write_text("")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server closes first, as gunicorn does: its side waits
+        client.close()
+    with socket.socket() as model_port_taken:
+        model_port_taken.bind(("127.0.0.1", 0))
+        model_port_taken.listen()
+        model_port = model_port_taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                "make", "--no-print-directory", "dev", f"MODEL_DIR={tmp_path}",
+                f"DEV_ARGS=--port {port} --model-port {model_port}",
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert f"port {model_port} (the model server's) is taken" in result.stderr
+    assert f"port {port}" not in result.stderr
+
+
 def test_intel_macs_are_sent_to_make_run() -> None:
     """No TensorFlow wheel there: no model server outside a container."""
     result = subprocess.run(
