@@ -45,7 +45,7 @@ CRD_SCHEMAS := $(CURDIR)/tests/crds/node_modules/.package-lock.json
 # axe-core, the accessibility rules the website's browser tests run (an npm package).
 WEB_CHECKS := $(CURDIR)/tests/web/node_modules/.package-lock.json
 
-.PHONY: help setup venv test lint pytest run model inspect stubs fuzz bench load cost \
+.PHONY: help setup venv test lint pytest run dev model inspect stubs fuzz bench load cost \
   screenshots clean FORCE
 
 help: ## this list (make TARGET [VARIABLE=value ...]; the variables are in the Makefile)
@@ -144,7 +144,7 @@ $(EXPORTED): $(MODEL_FILE) $(EXPORT_INPUTS) | $(UV)
 
 model: $(EXPORTED) ## export MODEL_FILE (default: the course's model) for TF Serving
 
-# The model `make run` serves (MODEL_NAME, else the export's default name).
+# The model `make dev` and `make run` serve (MODEL_NAME, else the export's default name).
 inspect: | $(UV) ## print the exported model's signatures and manifest
 	@$(MODEL_TOOLS) inspect "$(MODEL_DIR)" $(if $(MODEL_NAME),--name "$(MODEL_NAME)")
 
@@ -152,6 +152,22 @@ run: ## build both images and start TF Serving + the gateway on http://localhost
 	@tools/check-docker.sh
 	$(MAKE) --no-print-directory model
 	docker compose up --build
+
+# Without Docker: TensorFlow in Python serves the export (`python -m model_tools serve`, not
+# TF Serving), the gateway runs under gunicorn. It serves what `make model` last exported,
+# exporting first when there is nothing yet or when MODEL_FILE, EXPORT_ARGS or MODEL_NAME
+# is given. DEV_ARGS: `python tools/dev.py` options (--port, --model-port).
+DEV_ARGS ?=
+dev_exports = $(or $(filter-out file,$(origin MODEL_FILE) $(origin EXPORT_ARGS) \
+  $(origin MODEL_NAME)),$(if $(wildcard $(EXPORTED)),,none yet))
+ifeq ($(HOST_PLATFORM),Darwin-x86_64)
+dev: ## try your model without Docker: model server + gateway, the website on localhost:9696
+	@echo "error: make dev runs TensorFlow here, which has no wheel for Intel Macs since 2.17: make run serves the model in Docker" >&2; exit 1
+else
+dev: | $(UV) ## try your model without Docker: model server + gateway, the website on localhost:9696
+	@$(if $(dev_exports),$(MAKE) --no-print-directory model)
+	@$(RUN) python tools/dev.py "$(MODEL_DIR)" $(if $(MODEL_NAME),--name "$(MODEL_NAME)") $(DEV_ARGS)
+endif
 
 cost: venv ## hourly cost of the dev and prod stacks (from their config and list prices)
 	$(RUN) python -m infra.cost
