@@ -158,8 +158,11 @@ run: ## build both images and start TF Serving + the gateway on http://localhost
 # exporting first when there is nothing yet or when MODEL_FILE, EXPORT_ARGS or MODEL_NAME
 # is given. DEV_ARGS: `python tools/dev.py` options (--port, --model-port).
 DEV_ARGS ?=
-dev_exports = $(or $(filter-out file,$(origin MODEL_FILE) $(origin EXPORT_ARGS) \
-  $(origin MODEL_NAME)),$(if $(wildcard $(EXPORTED)),,none yet))
+# Given: on the command line, or non-empty in the environment (a parent make exports
+# MODEL_NAME, empty, to everything it runs: that names nothing).
+dev_given = $(strip $(foreach v,MODEL_FILE EXPORT_ARGS MODEL_NAME,$(if $(or \
+  $(filter command line,$(origin $(v))),$(and $(filter environment%,$(origin $(v))),$(strip $($(v))))),$(v))))
+dev_exports = $(or $(dev_given),$(if $(wildcard $(EXPORTED)),,none yet))
 ifeq ($(HOST_PLATFORM),Darwin-x86_64)
 dev: ## try your model without Docker: model server + gateway, the website on localhost:9696
 	@echo "error: make dev runs TensorFlow here, which has no wheel for Intel Macs since 2.17: make run serves the model in Docker" >&2; exit 1
