@@ -4,8 +4,8 @@ docs/operations.md, "Alerts", says what to do for each. The thresholds:
 
 - ``GatewayErrors``: more than 5% of /predict's answers are 5xx for 10 minutes, at 0.1
   req/s or more. A 5xx is the model, the gateway or an image host failing; refusals of
-  bad input are 4xx and never count, and neither do the probes (/readyz answers 503
-  while TF Serving loads, which is not an error anyone can fix).
+  bad input are 4xx and never count, and neither do the probes, nor ``model_waking``
+  (a sleeping TF Serving waking up, as it was set to: nothing to fix).
 - ``GatewayLatencyHigh``: /predict's p99 above ``P99_OBJECTIVE_S`` for 10 minutes. The
   objective: `make load` measured a p99 of 373 ms at saturation (64 clients, 20 ms per
   download and 10 ms per Predict added, docs/operations.md); real downloads from the
@@ -13,7 +13,9 @@ docs/operations.md, "Alerts", says what to do for each. The thresholds:
   merely busy.
 - ``TFServingNotReady``: fewer TF Serving pods available than the Deployment wants for
   25 minutes (longer than a scale-up takes: a cold GPU node, the image pull and the
-  model's load and warmup, which its startup probe allows 15 minutes), or none at all for 2.
+  model's load and warmup, which its startup probe allows 15 minutes), or none at all for 2
+  unless TF Serving sleeps (``sleeps``): then none for minutes is every wake-up, and only
+  the 25-minute rule holds.
 - ``GPUMemoryNearlyFull``: a GPU's memory over 90% used for 10 minutes. TF Serving's
   TensorFlow grows its memory as needed (``TF_FORCE_GPU_ALLOW_GROWTH``, infra/tf_serving.py)
   instead of taking nearly all of it up front, so this is what the model and its
@@ -35,17 +37,23 @@ GPU_MEMORY_RATIO = 0.9
 
 
 def alert_rules(
-    namespace: str, gpus: bool, device_plugin: tuple[str, str] | None = None
+    namespace: str,
+    gpus: bool,
+    device_plugin: tuple[str, str] | None = None,
+    *,
+    sleeps: bool = False,
 ) -> list[dict[str, Any]]:
     """``namespace``: the serving workloads'; ``gpus``: TF Serving runs on GPU nodes;
     ``device_plugin``: the namespace and name of the NVIDIA device plugin's DaemonSet the
-    stack runs (None: the nodes' AMI brings its own)."""
+    stack runs (None: the nodes' AMI brings its own); ``sleeps``: TF Serving goes to zero
+    when idle."""
     tf = f'namespace="{namespace}",deployment="{TF_SERVING.name}"'
     rules: list[dict[str, Any]] = [
         {
             "alert": "GatewayErrors",
             "expr": (
-                'sum(rate(gateway_requests_total{endpoint="/predict",status=~"5.."}[5m]))'
+                '(sum(rate(gateway_requests_total{endpoint="/predict",status=~"5.."}[5m]))'
+                ' - (sum(rate(gateway_errors_total{code="model_waking"}[5m])) or vector(0)))'
                 ' / sum(rate(gateway_requests_total{endpoint="/predict"}[5m]))'
                 f" > {ERROR_RATIO}"
                 ' and sum(rate(gateway_requests_total{endpoint="/predict"}[5m]))'
@@ -85,18 +93,21 @@ def alert_rules(
                 "runbook": "docs/operations.md#tfservingnotready",
             },
         },
-        {
-            "alert": "TFServingNotReady",
-            "expr": f"kube_deployment_status_replicas_available{{{tf}}} == 0"
-            f" and kube_deployment_spec_replicas{{{tf}}} > 0",
-            "for": "2m",
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": "No TF Serving pod is ready: every /predict fails",
-                "runbook": "docs/operations.md#tfservingnotready",
-            },
-        },
     ]
+    if not sleeps:
+        rules.append(
+            {
+                "alert": "TFServingNotReady",
+                "expr": f"kube_deployment_status_replicas_available{{{tf}}} == 0"
+                f" and kube_deployment_spec_replicas{{{tf}}} > 0",
+                "for": "2m",
+                "labels": {"severity": "critical"},
+                "annotations": {
+                    "summary": "No TF Serving pod is ready: every /predict fails",
+                    "runbook": "docs/operations.md#tfservingnotready",
+                },
+            }
+        )
     if gpus and device_plugin:
         plugin = f'namespace="{device_plugin[0]}",daemonset="{device_plugin[1]}"'
         rules.append(

@@ -171,14 +171,19 @@ class MonitoringPod:
 
 
 # The monitoring stack's pods, on the CPU pool (requests and memory limits; each pod's
-# sidecars, such as the config reloaders, included).
+# sidecars, such as the config reloaders, included), and KEDA's, which scale TF Serving on
+# what that Prometheus holds (the chart's limits; requests at half the chart's 100m, so that
+# dev's gateway and monitoring pods still fit one 2-vCPU node: a request reserves, the limit
+# bounds what they may use).
 MONITORING_PODS = (
     MonitoringPod("prometheus", Resources(260, 1074), 3072),
     MonitoringPod("grafana", Resources(100, 320), 512),
     MonitoringPod("prometheus-operator", Resources(50, 128), 256),
     MonitoringPod("kube-state-metrics", Resources(50, 128), 256),
     MonitoringPod("alertmanager", Resources(35, 114), 256),
-    MonitoringPod("prometheus-adapter", Resources(50, 128), 256),
+    MonitoringPod("keda-operator", Resources(50, 100), 1000),
+    MonitoringPod("keda-metrics-apiserver", Resources(50, 100), 1000),
+    MonitoringPod("keda-admission-webhooks", Resources(50, 100), 1000),
 )
 
 

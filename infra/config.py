@@ -35,6 +35,7 @@ from infra.config_sections import (
     MonitoringConfig,
     ScalingConfig,
     SystemNodesConfig,
+    TfServingScalingConfig,
     TlsConfig,
     _Strict,
 )
@@ -122,7 +123,7 @@ class StackConfig(_Strict):
     cpu_nodes: CpuPoolConfig | None = Field(alias="cpuNodes", default=None)
     gpu_nodes: GpuPoolConfig | None = Field(alias="gpuNodes", default=None)
     gateway: ScalingConfig
-    tf_serving: ScalingConfig = Field(alias="tfServing")
+    tf_serving: TfServingScalingConfig = Field(alias="tfServing")
     model: ModelConfig = Field(default_factory=ModelConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
@@ -193,6 +194,40 @@ class StackConfig(_Strict):
         """Monitoring on: by default on AWS only."""
         enabled = self.monitoring.enabled
         return self.target == "aws" if enabled is None else enabled
+
+    @property
+    def scales_on_demand(self) -> bool:
+        """TF Serving scales on the gateway's image rate (KEDA, reading the stack's own
+        Prometheus): on GPUs on AWS with monitoring; elsewhere on CPU."""
+        return self.target == "aws" and self.monitored and self.on_gpu
+
+    @model_validator(mode="after")
+    def _demand(self) -> StackConfig:
+        if self.tf_serving.sleep_after_minutes is not None and self.high_availability:
+            raise ValueError(
+                "tfServing.sleepAfterMinutes: a highly available stack keeps "
+                "tfServing.minReplicas serving at all times: remove it (or highAvailability)"
+            )
+        return self
+
+    @property
+    def warnings(self) -> list[str]:
+        """Keys set that this stack does not use (each message starts with the key): TF
+        Serving's demand keys where it scales on CPU, so that ``model.onGpu: false`` or
+        ``monitoring.enabled: false`` alone switch a stack over."""
+        tf = self.tf_serving
+        if self.scales_on_demand:
+            return []
+        return [
+            f"tfServing.{key}: ignored: only TF Serving on GPUs on AWS with monitoring on "
+            "scales on the images asked for (KEDA reads them from the stack's Prometheus) "
+            f"and may sleep; this stack scales it on CPU and keeps tfServing.minReplicas"
+            for key, value in (
+                ("imagesPerSecond", tf.images_per_second),
+                ("sleepAfterMinutes", tf.sleep_after_minutes),
+            )
+            if value is not None
+        ]
 
     @field_validator("cluster_version")
     @classmethod

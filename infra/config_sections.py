@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -90,18 +90,26 @@ class GpuPoolConfig(PoolConfig):
 
 class MonitoringConfig(_Strict):
     """On AWS, kube-prometheus-stack in the cluster (infra.monitoring): Prometheus, Grafana
-    with the project's dashboard, the alert rules, NVIDIA's DCGM exporter on GPU nodes, and
-    prometheus-adapter, through which TF Serving scales on its GPUs' utilisation. On a
-    cluster of your own, the project's PodMonitors, alert rules and dashboard for the
-    Prometheus operator already running in ``prometheusNamespace`` (nothing installed)."""
+    with the project's dashboard, the alert rules and NVIDIA's DCGM exporter on GPU nodes;
+    with TF Serving on GPUs, KEDA scales it on the gateway's image rate that Prometheus
+    holds (infra.demand). On a cluster of your own, the project's PodMonitors, alert rules
+    and dashboard for the Prometheus operator already running in ``prometheusNamespace``
+    (nothing installed)."""
 
     enabled: bool | None = None  # None: on AWS, off elsewhere
     prometheus_namespace: str | None = Field(alias="prometheusNamespace", default=None)
     retention_days: Annotated[int, Field(ge=1, le=30)] = Field(alias="retentionDays", default=7)
-    # TF Serving's autoscaling target: the average GPU utilisation of its pods (%)
-    target_gpu_percent: Annotated[int, Field(ge=20, le=95)] = Field(
-        alias="targetGpuPercent", default=60
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gone(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "targetGpuPercent" in values:
+            raise ValueError(
+                "targetGpuPercent: no longer used: GPU utilisation does not track TF "
+                "Serving's load, which now scales on its image rate (tfServing.imagesPerSecond,"
+                " docs/operations.md 'Scaling by load'); remove the key"
+            )
+        return values
 
 
 class ScalingConfig(_Strict):
@@ -136,6 +144,21 @@ class ScalingConfig(_Strict):
                 f"need minReplicas <= maxReplicas, got {self.min_replicas} > {self.max_replicas}"
             )
         return self
+
+
+class TfServingScalingConfig(ScalingConfig):
+    """TF Serving's pods. On GPUs with monitoring on AWS they scale on the images per
+    second the gateway asks for (infra.demand): ``imagesPerSecond`` is what one replica
+    serves at its ceiling (None: infra.demand's estimate; ``bench.scaling_calibration``
+    measures it), and with ``sleepAfterMinutes`` they go to zero replicas after that long
+    without a /predict, until the next one wakes them."""
+
+    images_per_second: Annotated[float, Field(gt=0)] | None = Field(
+        alias="imagesPerSecond", default=None
+    )
+    sleep_after_minutes: Annotated[int, Field(ge=5, le=24 * 60)] | None = Field(
+        alias="sleepAfterMinutes", default=None
+    )
 
 
 class ModelConfig(_Strict):

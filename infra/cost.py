@@ -2,10 +2,12 @@
 
     uv run python -m infra.cost [dev prod ...]
 
-Three figures per stack, from the same plan ``pulumi up`` deploys (``infra.program``):
-**parked** (``parked: true``: no workload nodes, no monitoring: the fixed part only), **at
-minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold them) and **at
-maximum** (the Karpenter pools' limits used up on their priciest types); and the same
+Four figures per stack, from the same plan ``pulumi up`` deploys (``infra.program``):
+**parked** (``parked: true``: no workload nodes, no monitoring: the fixed part only),
+**idle** (a stack whose TF Serving sleeps, ``tfServing.sleepAfterMinutes``, after that long
+without a request: TF Serving at zero and no GPU node; the gateway and monitoring stay),
+**at minimum** (the autoscalers' minimum replicas on the cheapest nodes that hold them) and
+**at maximum** (the Karpenter pools' limits used up on their priciest types); and the same
 stack without GPUs (``model.onGpu: false``). Instance prices live in ``infra.capacity``;
 the control plane is priced by its Kubernetes version's support on the day
 (``infra.eks_versions``). Prices are on-demand Linux list prices in USD of one region
@@ -56,12 +58,19 @@ class Estimate:
     fixed: list[tuple[str, float]]
     serving_min: list[tuple[str, float]]
     serving_max: list[tuple[str, float]]
+    # asleep: TF Serving at zero (None: it never sleeps, so idle is the minimum)
+    serving_idle: list[tuple[str, float]] | None
     extended_support: bool
     quotas: list[Need]  # the EC2 vCPU quotas it needs, to deploy and at its limits
 
     @property
     def parked(self) -> float:
         return sum(v for _, v in self.fixed)
+
+    @property
+    def idle(self) -> float:
+        items = self.serving_min if self.serving_idle is None else self.serving_idle
+        return self.parked + sum(v for _, v in items)
 
     @property
     def at_min(self) -> float:
@@ -134,10 +143,8 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     monitoring = stack.monitoring is not None
     gw_label, gw_cost = _cheapest(gateway, zones, monitoring)
     tf_label, tf_cost = _cheapest(tf, zones, monitoring)
-    serving_min = [
-        (f"gateway nodes {gw_label}", gw_cost),
-        (f"TF Serving nodes {tf_label}", tf_cost),
-    ]
+    tf_nodes = (f"TF Serving nodes {tf_label}", tf_cost)
+    serving_min = [(f"gateway nodes {gw_label}", gw_cost), tf_nodes]
     cpu_pool = _pool(aws.cpu_pool)
     if monitoring:  # its own nodes, an upper bound: it may share the gateway's
         cost, nodes, name = min(
@@ -151,8 +158,15 @@ def estimate(cfg: StackConfig, on: date | None = None) -> Estimate:
     if stack.tf_serving.gpus:
         gpu_label, gpu_cost = _at_limit(_pool(aws.gpu_pool))
         serving_max.append((f"GPU pool at maxGpus: {gpu_label}", gpu_cost))
+    idle = [item for item in serving_min if item is not tf_nodes]
     return Estimate(
-        cfg.stack, fixed, serving_min, serving_max, on > version.end_of_standard, needs(stack)
+        cfg.stack,
+        fixed,
+        serving_min,
+        serving_max,
+        idle if stack.tf_serving.sleeps else None,
+        on > version.end_of_standard,
+        needs(stack),
     )
 
 
@@ -170,17 +184,25 @@ def report(cfg: StackConfig) -> list[str]:
     est = estimate(cfg)
     stack = plan(cfg, DEFAULT_MODEL_NAME)
     state = " (parked now)" if cfg.parked else ""
+    idle = (
+        f"{_money(est.idle)} idle (TF Serving asleep, no GPU node)"
+        if est.serving_idle is not None
+        else "never idle (TF Serving keeps its minimum)"
+    )
     lines = [
-        f"{cfg.stack}{state}: {_money(est.parked)} parked, {_money(est.at_min)} at minimum, "
-        f"{_money(est.at_max)} at maximum",
+        f"{cfg.stack}{state}: {_money(est.parked)} parked, {idle}, {_money(est.at_min)} at "
+        f"minimum, {_money(est.at_max)} at maximum",
         f"  pool limits: {stack.on_aws.cpu_pool.limit} vCPUs (cpuNodes), "
         f"{stack.on_aws.gpu_pool.limit} GPUs (gpuNodes)",
     ]
     for title, items in (
         ("always", est.fixed),
+        ("idle, asleep", est.serving_idle or []),
         ("at minimum", est.serving_min),
         ("at maximum", est.serving_max),
     ):
+        if not items:
+            continue
         lines.append(f"  {title}:")
         lines += [f"    {label:<48} ${value:.3f}/h" for label, value in items]
     lines.append("  EC2 vCPUs (to deploy / at the limit), of one quota listed:")
@@ -211,6 +233,8 @@ def main(argv: list[str]) -> int:
         except FileNotFoundError:
             print(f"error: no Pulumi.{name}.yaml", file=sys.stderr)
             return 1
+        for warning in cfg.warnings:
+            print(f"warning: Pulumi.{name}.yaml: {warning}", file=sys.stderr)
         if cfg.region != PRICE_REGION:
             print(
                 f"warning: {name} deploys to {cfg.region}; these are {PRICE_REGION} prices",

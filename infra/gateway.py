@@ -83,6 +83,9 @@ class GatewayArgs:
     placement: Placement
     model_name: str
     api_key_file: str | None = None  # the key file's text (digests only), None: no keys
+    # TF Serving sleeps at zero replicas when idle: how long a wake takes, until the
+    # gateway has measured one (None: it never sleeps)
+    wake_estimate_s: int | None = None
 
     @property
     def workload(self) -> Workload:
@@ -114,6 +117,8 @@ class GatewayArgs:
             values[env.HSTS_MAX_AGE_S.name] = str(HSTS_MAX_AGE_S)
         if self.api_key_file is not None:
             values[env.API_KEYS_FILE.name] = f"{API_KEYS_DIR}/{API_KEYS_FILE}"
+        if self.wake_estimate_s is not None:
+            values[env.MODEL_WAKE_ESTIMATE_S.name] = str(self.wake_estimate_s)
         return values
 
     def memory_shortfall(self) -> str | None:

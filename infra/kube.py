@@ -146,9 +146,7 @@ class Replicas:
 
     minimum: int
     maximum: int
-    # what the autoscaler scales on: a per-pod custom metric and its target average, or
-    # (None) the pods' CPU against target_cpu_percent of their request
-    metric: tuple[str, int] | None = None
+    # what the CPU autoscaler holds the pods' CPU at, as a share of their request
     target_cpu_percent: int = 70
     # a rolling update starts this many new pods before it removes an old one (and never
     # takes one away first): capacity planning keeps room for them
@@ -305,33 +303,10 @@ def rollout(
     )
 
 
-def _metric(replicas: Replicas) -> hpa.MetricSpecArgs:
-    if replicas.metric:
-        # a custom metric per pod (the custom metrics API serves it), averaged over the pods
-        name, average = replicas.metric
-        return hpa.MetricSpecArgs(
-            type="Pods",
-            pods=hpa.PodsMetricSourceArgs(
-                metric=hpa.MetricIdentifierArgs(name=name),
-                target=hpa.MetricTargetArgs(type="AverageValue", average_value=str(average)),
-            ),
-        )
-    return hpa.MetricSpecArgs(
-        type="Resource",
-        resource=hpa.ResourceMetricSourceArgs(
-            name="cpu",
-            target=hpa.MetricTargetArgs(
-                type="Utilization", average_utilization=replicas.target_cpu_percent
-            ),
-        ),
-    )
-
-
 def autoscaler(
     app: App, replicas: Replicas, at: Component, *depends_on: pulumi.Resource
 ) -> hpa.HorizontalPodAutoscaler:
-    """Scale between the minimum and maximum on ``replicas.metric``, else on CPU; scale
-    down slowly."""
+    """Scale between the minimum and maximum on the pods' CPU; scale down slowly."""
     return hpa.HorizontalPodAutoscaler(
         f"{app.name}-hpa",
         metadata=at.metadata(app.name, app),
@@ -341,7 +316,18 @@ def autoscaler(
             ),
             min_replicas=replicas.minimum,
             max_replicas=replicas.maximum,
-            metrics=[_metric(replicas)],
+            metrics=[
+                hpa.MetricSpecArgs(
+                    type="Resource",
+                    resource=hpa.ResourceMetricSourceArgs(
+                        name="cpu",
+                        target=hpa.MetricTargetArgs(
+                            type="Utilization",
+                            average_utilization=replicas.target_cpu_percent,
+                        ),
+                    ),
+                )
+            ],
             behavior=hpa.HorizontalPodAutoscalerBehaviorArgs(
                 scale_down=hpa.HPAScalingRulesArgs(stabilization_window_seconds=300)
             ),

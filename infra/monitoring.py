@@ -1,4 +1,4 @@
-"""Metrics collection, dashboards, alerts and the custom metric TF Serving scales on.
+"""Metrics collection, dashboards and alerts.
 
 kube-prometheus-stack (Prometheus, its operator, Alertmanager, Grafana, kube-state-metrics,
 node exporter), chosen over Amazon Managed Prometheus/Grafana: it lives and dies with the
@@ -8,9 +8,9 @@ and its limits: docs/operations.md, "Monitoring".
 
 Scraped: the gateway pods' proxy metrics port (every gunicorn worker aggregated), TF
 Serving's ``/monitoring/prometheus/metrics`` on its REST port, and NVIDIA's DCGM exporter
-on every GPU node. prometheus-adapter serves the GPU utilisation of each TF Serving pod to
-the HPA through the custom metrics API. The dashboard (``infra/dashboards``) and the alert
-rules (``infra/alerts.py``) are provisioned here.
+on every GPU node. The dashboard (``infra/dashboards``) and the alert rules
+(``infra/alerts.py``) are provisioned here. What TF Serving scales on is read from this
+Prometheus by KEDA (``infra.demand``, ``infra.keda``).
 """
 
 from __future__ import annotations
@@ -46,13 +46,10 @@ class Chart:
 
 
 KUBE_PROMETHEUS_STACK = Chart("kube-prometheus-stack", "88.5.3", PROMETHEUS_CHARTS)
-PROMETHEUS_ADAPTER = Chart("prometheus-adapter", "5.3.0", PROMETHEUS_CHARTS)
 DCGM_EXPORTER_CHART = Chart(
     "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts"
 )
 DASHBOARD = Path(__file__).resolve().parent / "dashboards" / f"{PROJECT}.json"
-# The custom metric TF Serving's HPA reads: its pods' GPU utilisation (%), from DCGM.
-GPU_UTILISATION_METRIC = "gpu_utilization"
 # Prometheus's history, on its node's disk (cpuNodes.diskSizeGb, 50 GB by default)
 PROMETHEUS_RETENTION_SIZE = "12GB"
 PROMETHEUS_DISK = "16Gi"
@@ -74,9 +71,10 @@ class MonitoringArgs:
     # install the stack (AWS); else use the Prometheus operator running in ``namespace``
     install: bool = True
     namespace: str = NAMESPACE
+    sleeps: bool = False  # TF Serving goes to zero when idle (its alerts allow for wakes)
 
 
-def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
+def resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
     return {
         "requests": {"cpu": f"{requests.cpu_m}m", "memory": f"{requests.memory_mib}Mi"},
         "limits": {"memory": f"{memory_limit_mib}Mi"},
@@ -86,13 +84,13 @@ def _resources(requests: Resources, memory_limit_mib: int) -> dict[str, Any]:
 _PODS = {pod.name: pod for pod in MONITORING_PODS}
 
 
-def _pod(name: str, sidecar: Resources = NOTHING) -> dict[str, Any]:
+def pod_resources(name: str, sidecar: Resources = NOTHING) -> dict[str, Any]:
     """Resources of a monitoring pod's main container (its sidecar's share set apart)."""
     pod = _PODS[name]
     main = Resources(
         pod.requests.cpu_m - sidecar.cpu_m, pod.requests.memory_mib - sidecar.memory_mib
     )
-    return _resources(main, pod.memory_limit_mib)
+    return resources(main, pod.memory_limit_mib)
 
 
 # What the operator gives each config-reloader sidecar (Prometheus and Alertmanager pods).
@@ -126,7 +124,7 @@ def stack_values(spec: MonitoringArgs, grafana_password: pulumi.Input[str]) -> d
                 # within the node's disk, whatever the retention: oldest blocks go first
                 "retentionSize": PROMETHEUS_RETENTION_SIZE,
                 "storageSpec": {"emptyDir": {"sizeLimit": PROMETHEUS_DISK}},
-                "resources": _pod("prometheus", CONFIG_RELOADER),
+                "resources": pod_resources("prometheus", CONFIG_RELOADER),
                 "podMetadata": {"annotations": DO_NOT_DISRUPT},
                 "podMonitorSelectorNilUsesHelmValues": False,
                 "serviceMonitorSelectorNilUsesHelmValues": False,
@@ -134,56 +132,33 @@ def stack_values(spec: MonitoringArgs, grafana_password: pulumi.Input[str]) -> d
             }
         },
         "alertmanager": {
-            "alertmanagerSpec": {**on_cpu, "resources": _pod("alertmanager", CONFIG_RELOADER)}
+            "alertmanagerSpec": {
+                **on_cpu,
+                "resources": pod_resources("alertmanager", CONFIG_RELOADER),
+            }
         },
         "prometheusOperator": {
             **on_cpu,
-            "resources": _pod("prometheus-operator"),
+            "resources": pod_resources("prometheus-operator"),
             "prometheusConfigReloader": {
-                "resources": _resources(CONFIG_RELOADER, 128),
+                "resources": resources(CONFIG_RELOADER, 128),
             },
         },
-        "kube-state-metrics": {**on_cpu, "resources": _pod("kube-state-metrics")},
-        "prometheus-node-exporter": {"resources": _resources(NODE_EXPORTER.requests, 128)},
+        "kube-state-metrics": {**on_cpu, "resources": pod_resources("kube-state-metrics")},
+        "prometheus-node-exporter": {"resources": resources(NODE_EXPORTER.requests, 128)},
         "grafana": {
             **on_cpu,
             "fullnameOverride": "grafana",
             "adminPassword": grafana_password,
-            "resources": _pod("grafana"),
+            "resources": pod_resources("grafana"),
             # Dashboards from ConfigMaps labelled grafana_dashboard=1, in any namespace.
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard"}},
         },
     }
 
 
-def adapter_values(nodes: Nodes) -> dict[str, Any]:
-    """prometheus-adapter: one custom metric, the GPU utilisation of each pod using a GPU
-    (DCGM labels each GPU's samples with the pod that holds it)."""
-    return {
-        "prometheus": {"url": PROMETHEUS_URL, "port": PROMETHEUS_PORT},
-        "nodeSelector": nodes.labels,
-        "resources": _pod("prometheus-adapter"),
-        "rules": {
-            "default": False,
-            "custom": [
-                {
-                    "seriesQuery": 'DCGM_FI_DEV_GPU_UTIL{namespace!="",pod!=""}',
-                    "resources": {
-                        "overrides": {
-                            "namespace": {"resource": "namespace"},
-                            "pod": {"resource": "pod"},
-                        }
-                    },
-                    "name": {"matches": "^DCGM_FI_DEV_GPU_UTIL$", "as": GPU_UTILISATION_METRIC},
-                    "metricsQuery": "avg(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
-                }
-            ],
-        },
-    }
-
-
 # What dcgm-exporter collects (its chart mounts this over its default-counters.csv): the
-# device counters the dashboard, the alerts and the autoscaler read, and a few for
+# device counters the dashboard and the alerts read, and a few for
 # diagnosis. None of the DCGM_FI_PROF_* profiling counters the chart's own list adds:
 # they need SYS_ADMIN, and without it the exporter may exit instead of skipping them.
 DCGM_COUNTERS = """\
@@ -205,7 +180,7 @@ def dcgm_values(nodes: Nodes) -> dict[str, Any]:
         "customMetrics": DCGM_COUNTERS,
         "nodeSelector": nodes.labels,
         "tolerations": [nodes.taint.toleration()] if nodes.taint else [],
-        "resources": _resources(DCGM_EXPORTER.requests, 512),
+        "resources": resources(DCGM_EXPORTER.requests, 512),
         # Root, as the chart has it, to read the kubelet's pod-resources socket (which pod
         # holds which GPU); but without the SYS_ADMIN the chart adds for profiling counters
         # (Helm merges maps, so the list is replaced, not left out).
@@ -216,7 +191,7 @@ def dcgm_values(nodes: Nodes) -> dict[str, Any]:
             "capabilities": {"add": [], "drop": ["ALL"]},
         },
         # Keep the GPU's own pod and namespace labels (the TF Serving pod using it), not
-        # the exporter pod's: the adapter maps the metric to that pod.
+        # the exporter pod's: the dashboard shows each TF Serving pod's GPU.
         "serviceMonitor": {"enabled": True, "honorLabels": True},
     }
 
@@ -317,7 +292,11 @@ class Monitoring(pulumi.ComponentResource):
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
             metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=spec.namespace),
-            spec={"groups": alert_rules(serving_namespace, spec.gpus, spec.device_plugin)},
+            spec={
+                "groups": alert_rules(
+                    serving_namespace, spec.gpus, spec.device_plugin, sleeps=spec.sleeps
+                )
+            },
             opts=after_stack,
         )
         self.dashboard = core.ConfigMap(
@@ -335,8 +314,8 @@ class Monitoring(pulumi.ComponentResource):
     def _install(
         self, name: str, spec: MonitoringArgs
     ) -> tuple[pulumi.ResourceOptions, pulumi.ResourceOptions]:
-        """The namespace, kube-prometheus-stack and, for GPUs, DCGM's exporter and the
-        adapter; the options of what goes into the namespace, and of what needs the stack."""
+        """The namespace, kube-prometheus-stack and, for GPUs, DCGM's exporter; the
+        options of what goes into the namespace, and of what needs the stack."""
         # node exporter and DCGM exporter read the host (its /proc, the kubelet's socket)
         self.namespace = core.Namespace(
             f"{name}-ns",
@@ -371,21 +350,14 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.releases = [self.stack]
         if spec.gpus:
-            # after the stack: their ServiceMonitor and APIService need its CRDs and Prometheus
-            self.releases += [
+            # after the stack: its ServiceMonitor needs the stack's CRDs
+            self.releases.append(
                 _release(
                     f"{name}-dcgm-exporter",
                     "dcgm-exporter",
                     DCGM_EXPORTER_CHART,
                     dcgm_values(spec.gpu_nodes),
                     after_stack,
-                ),
-                _release(
-                    f"{name}-adapter",
-                    "prometheus-adapter",
-                    PROMETHEUS_ADAPTER,
-                    adapter_values(spec.cpu_nodes),
-                    after_stack,
-                ),
-            ]
+                )
+            )
         return in_namespace, after_stack

@@ -23,15 +23,17 @@ from infra.aws import AwsArgs, AwsPlatform
 from infra.cluster import CPU_NODES, DEVICE_PLUGIN_DAEMONSET, GPU_NODES, SystemNodesArgs
 from infra.config import LOCAL_REGISTRY, StackConfig, config_error, load_config
 from infra.config_sections import PoolConfig, ScalingConfig
+from infra.demand import DEFAULT_GPU_CEILING, WAKE_ESTIMATE_S, Demand
 from infra.eks_versions import support_warning
 from infra.gateway import POD as GATEWAY_POD
 from infra.gateway import Exposure, GatewayArgs
 from infra.karpenter import CPU_DISRUPTION, GPU_DISRUPTION, NodePoolArgs
+from infra.keda import Keda
 from infra.kube import Nodes, Placement, PodSize, Replicas
 from infra.load_balancer import PublicEndpoint
 from infra.model_export import ModelExport, find_export
-from infra.monitoring import GPU_UTILISATION_METRIC, Monitoring, MonitoringArgs
 from infra.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from infra.monitoring import PROMETHEUS_PORT, PROMETHEUS_URL, Monitoring, MonitoringArgs
 from infra.own_cluster import OwnCluster, OwnClusterArgs, kubeconfig_json
 from infra.project import PROJECT
 from infra.quotas import check_quotas
@@ -123,9 +125,19 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
         tf_nodes = Nodes(placement.node_selector, tolerate=tolerate) if on_gpu else Nodes({})
         tf_size = GPU_POD if on_gpu else CPU_POD if cfg.target == "cluster" else LAPTOP_POD
     spread = {"high_availability": cfg.high_availability, "parked": cfg.parked}
-    # TF Serving scales on its GPUs where the stack runs the adapter that serves the metric
-    gpu_metric = (GPU_UTILISATION_METRIC, cfg.monitoring.target_gpu_percent)
-    scales_on_gpus = monitored and on_gpu and cfg.target == "aws"
+    tf = cfg.tf_serving
+    # On GPUs, where the stack runs its own Prometheus, TF Serving scales on the images
+    # asked for (KEDA), and may sleep; elsewhere on CPU (an HPA).
+    demand = (
+        Demand(
+            ceiling=tf.images_per_second or DEFAULT_GPU_CEILING,
+            sleep_after_s=tf.sleep_after_minutes * 60 if tf.sleep_after_minutes else None,
+            prometheus_url=f"{PROMETHEUS_URL}:{PROMETHEUS_PORT}",
+            namespace=SERVING_NAMESPACE,
+        )
+        if cfg.scales_on_demand and monitored
+        else None
+    )
     gateway = GatewayArgs(
         pods=_size(cfg.gateway, GATEWAY_POD),
         replicas=Replicas(
@@ -136,18 +148,17 @@ def plan(cfg: StackConfig, model_name: str, api_key_file: str | None = None) -> 
         placement=Placement(gateway_nodes, **spread),
         model_name=model_name,
         api_key_file=api_key_file,
+        wake_estimate_s=WAKE_ESTIMATE_S if demand and demand.sleep_after_s else None,
     )
     tf_serving = TfServingArgs(
         pods=_size(cfg.tf_serving, tf_size),
         replicas=Replicas(
-            cfg.tf_serving.min_replicas,
-            cfg.tf_serving.max_replicas,
-            metric=gpu_metric if scales_on_gpus else None,
-            target_cpu_percent=cfg.tf_serving.target_cpu_percent,
+            tf.min_replicas, tf.max_replicas, target_cpu_percent=tf.target_cpu_percent
         ),
         placement=Placement(tf_nodes, **spread),
         model_name=model_name,
         gpus=1 if on_gpu else 0,
+        demand=demand,
     )
     if shortfall := gateway.memory_shortfall():
         raise config_error(
@@ -210,6 +221,7 @@ def _aws_plan(
             cpu_nodes=CPU_NODES,
             gpu_nodes=GPU_NODES,
             device_plugin=DEVICE_PLUGIN_DAEMONSET if device_plugin else None,
+            sleeps=tf_serving.sleeps,
         )
         if monitored
         else None,
@@ -253,6 +265,8 @@ def _aws_plan(
 def main() -> dict[str, pulumi.Output[Any]]:
     """Declare every resource and return the stack outputs."""
     cfg = load_config()  # raises ConfigError before anything is declared
+    for warning in cfg.warnings:
+        pulumi.log.warn(f"{PROJECT}:{warning}")
     api_key_file = load_key_file(cfg.require_api_keys)  # digests; ConfigError likewise
     export = find_export(cfg.model)
     stack = plan(cfg, export.name, api_key_file)
@@ -281,6 +295,7 @@ def _serving(
     provider: k8s.Provider,
     kubeconfig: pulumi.Input[str],
     ready: list[pulumi.Resource],
+    scaler_after: list[pulumi.Resource] | None = None,
 ) -> Serving:
     return Serving(
         "serving",
@@ -292,6 +307,7 @@ def _serving(
         provider=provider,
         kubeconfig=kubeconfig,
         depends_on=ready,
+        scaler_after=scaler_after or [],
     )
 
 
@@ -344,10 +360,24 @@ def _on_aws(
     # The account's side, before anything is declared (ConfigError likewise).
     account = look_up(args.admin_principal_arns, args.spot, args.cluster_version, args.region)
     aws = AwsPlatform("aws", args, export, account)
-    serving = _serving(
-        stack, aws.images, aws.exposure, aws.provider, aws.cluster.kubeconfig_json, aws.ready
+    # KEDA, where TF Serving scales on demand: its chart (CRDs, webhook) before the
+    # ScaledObject
+    pools: list[pulumi.Resource] = [*aws.nodes.node_pools.values()]
+    keda = (
+        Keda("keda", nodes=CPU_NODES, provider=aws.provider, depends_on=pools)
+        if stack.tf_serving.demand
+        else None
     )
-    monitoring = _monitoring(stack, aws.provider, [*aws.nodes.node_pools.values()])
+    serving = _serving(
+        stack,
+        aws.images,
+        aws.exposure,
+        aws.provider,
+        aws.cluster.kubeconfig_json,
+        aws.ready,
+        [keda.release] if keda else None,
+    )
+    monitoring = _monitoring(stack, aws.provider, pools)
     assert serving.gateway_hostname is not None  # the NLB's
     url = aws.publish("serving-dns", serving.gateway_hostname, was_under=serving)
     aws_outputs: dict[str, pulumi.Output[Any]] = {

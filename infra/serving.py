@@ -67,9 +67,11 @@ class Serving(pulumi.ComponentResource):
         provider: k8s.Provider,
         kubeconfig: pulumi.Input[str],
         depends_on: Sequence[pulumi.Resource],
+        scaler_after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """``scraped_from``: the monitoring namespace, the only one that reaches the
+        """``scaler_after``: what TF Serving's KEDA ScaledObject needs first, when it has
+        one. ``scraped_from``: the monitoring namespace, the only one that reaches the
         metrics ports (None: nobody does). ``kubeconfig``: the cluster's, which ``provider``
         is made from, for the waits for the rollouts (``infra.kube.rollout``)."""
         super().__init__("clothing:infra:Serving", name, None, opts)
@@ -122,6 +124,7 @@ class Serving(pulumi.ComponentResource):
             image=images.model,
             kubeconfig=kubeconfig,
             within=within,
+            scaler_after=scaler_after,
         )
         self.gateway = Gateway(
             f"{name}-gateway",

@@ -9,12 +9,14 @@ The gateway reaches it through a headless Service (one gRPC sub-channel per pod,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.capacity import Workload
+from infra.demand import Demand, scaled_object
 from infra.kube import (
     GATEWAY,
     TF_SERVING,
@@ -63,6 +65,13 @@ class TfServingArgs:
     placement: Placement
     model_name: str
     gpus: int  # per pod: 1 on GPU nodes, 0 on CPU nodes
+    # scaled by KEDA on the images asked for (and maybe to zero); None: on CPU (an HPA)
+    demand: Demand | None = None
+
+    @property
+    def sleeps(self) -> bool:
+        """Goes to zero replicas when nobody asks for a while."""
+        return self.demand is not None and self.demand.sleep_after_s is not None
 
     @property
     def workload(self) -> Workload:
@@ -144,7 +153,10 @@ class TfServing(pulumi.ComponentResource):
         image: pulumi.Input[str],
         kubeconfig: pulumi.Input[str],
         within: Component,
+        scaler_after: Sequence[pulumi.Resource] = (),
     ) -> None:
+        """``scaler_after``: what KEDA's ScaledObject needs first (KEDA's chart, its CRDs
+        and webhook), when ``args.demand`` asks for one."""
         super().__init__("clothing:infra:TfServing", name, None, within.opts)
         at = Component(
             within.namespace,
@@ -186,11 +198,15 @@ class TfServing(pulumi.ComponentResource):
             f".svc.cluster.local:{GRPC_PORT}",
         )
         # A parked stack runs no pods, so nothing to autoscale (an HPA cannot go to zero).
-        self.autoscaler = (
-            None
-            if args.placement.parked
-            else autoscaler(TF_SERVING, args.replicas, at, self.deployment)
-        )
+        self.autoscaler: pulumi.CustomResource | None
+        if args.placement.parked:
+            self.autoscaler = None
+        elif args.demand is not None:
+            self.autoscaler = scaled_object(
+                TF_SERVING, args.replicas, args.demand, at, self.deployment, *scaler_after
+            )
+        else:
+            self.autoscaler = autoscaler(TF_SERVING, args.replicas, at, self.deployment)
         disruption_budget(TF_SERVING, at)
         allow_ingress(
             "tf-serving-from-gateway",

@@ -1,13 +1,14 @@
 """Validate custom resources (Karpenter's NodePool and EC2NodeClass, the Prometheus
-operator's PodMonitor and PrometheusRule) against their real schemas, offline, with
+operator's PodMonitor and PrometheusRule, KEDA's ScaledObject) against their real schemas, offline, with
 nothing third-party copied into the repository.
 
 The schemas come from npm packages that ``make setup`` installs into ``tests/crds``
 (``npm ci`` from its lock file): ``@kubernetes-models/karpenter`` is generated from
 Karpenter's Go API types, the same types its CRDs are generated from
 (karpenter-provider-aws and kubernetes-sigs/karpenter ``pkg/apis/v1``), and
-``@kubernetes-models/prometheus-operator`` from the operator's CRDs. Each object is
-checked twice:
+``@kubernetes-models/prometheus-operator`` from the operator's CRDs, and
+``@kubernetes-models/keda`` from KEDA's Go API types (kedacore/keda ``apis/keda/v1alpha1``).
+Each object is checked twice:
 
 - TypeScript (``tsc --strict``) compiles it as an object literal of the CRD's type, which
   rejects unknown fields (a typo'd key) and wrong types;
@@ -45,6 +46,10 @@ MODELS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): (
         "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule",
         "PrometheusRule",
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): (
+        "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject",
+        "ScaledObject",
     ),
 }
 

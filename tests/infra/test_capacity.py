@@ -73,13 +73,14 @@ def test_stacks_fit_their_maximum_plus_a_surge(stack: str) -> None:
 @pytest.mark.parametrize(("stack", "cpu_limit"), [("dev", 12), ("prod", 34)])
 def test_cpu_only_is_one_switch(stack: str, cpu_limit: int) -> None:
     """`model.onGpu: false` alone: TF Serving's pods shrink to fit the CPU types, the CPU
-    pool's limit grows to hold them, and they scale on CPU, not on a GPU metric."""
+    pool's limit grows to hold them, and they scale on CPU, not on the images asked for (a
+    GPU replica's ceiling says nothing of a CPU pod's)."""
     cfg = parse_stack_file(stack)
     cpu_only = cfg.model_copy(update={"model": cfg.model.model_copy(update={"on_gpu": False})})
     gpu, cpu = plan(cfg, DEFAULT_MODEL_NAME), plan(cpu_only, DEFAULT_MODEL_NAME)
     assert (gpu.tf_serving.pods.cpu, cpu.tf_serving.pods.cpu) == ("2", "1")
-    assert cpu.tf_serving.gpus == 0 and cpu.tf_serving.replicas.metric is None
-    assert gpu.tf_serving.replicas.metric is not None
+    assert cpu.tf_serving.gpus == 0 and cpu.tf_serving.demand is None
+    assert gpu.tf_serving.demand is not None
     assert cpu.tf_serving.placement.nodes == cpu.gateway.placement.nodes
     assert not cpu.aws.model_on_gpu
     assert cpu.aws.cpu_pool.limit == cpu_limit > gpu.aws.cpu_pool.limit

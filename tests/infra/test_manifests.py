@@ -65,7 +65,7 @@ def test_custom_resources_match_their_crd_schemas(stacks: dict[str, StackRun], s
     assert {(m["kind"], m["metadata"]["name"]) for m in custom} == {
         ("NodePool", "cpu"), ("NodePool", "gpu"), ("EC2NodeClass", "cpu"), ("EC2NodeClass", "gpu"),
         ("PodMonitor", "gateway"), ("PodMonitor", "tf-serving"),
-        ("PrometheusRule", "clothing-serving"),
+        ("PrometheusRule", "clothing-serving"), ("ScaledObject", "tf-serving"),
     }  # fmt: skip
     assert _crd_problems(custom) == []
 

@@ -1,6 +1,6 @@
 """Monitoring: what is collected, shown and alerted on, and what TF Serving scales on.
 
-Every PromQL expression (the dashboard's, the alert rules', the adapter's) is parsed, and
+Every PromQL expression (the dashboard's, the alert rules', KEDA's triggers') is parsed, and
 every metric it names must exist: in the gateway's real ``/metrics`` output, or in what
 TF Serving, NVIDIA's DCGM exporter and kube-state-metrics are documented to export
 (sources cited below, at the releases this project pins)."""
@@ -22,13 +22,12 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from infra.capacity import MONITORING_PODS, NOTHING, Resources
 from infra.cluster import CPU_NODES, GPU_NODES
-from infra.kube import GATEWAY, TF_SERVING
+from infra.keda import keda_values
+from infra.kube import TF_SERVING
 from infra.monitoring import (
     DASHBOARD,
-    GPU_UTILISATION_METRIC,
     NAMESPACE,
     MonitoringArgs,
-    adapter_values,
     stack_values,
 )
 from infra.serving import NAMESPACE as SERVING_NAMESPACE
@@ -187,19 +186,13 @@ def rule_exprs(run: StackRun) -> list[str]:
     return [r["expr"] for group in rule.inputs["spec"]["groups"] for r in group["rules"]]
 
 
-def adapter_exprs() -> list[str]:
-    exprs = []
-    for rule in adapter_values(CPU_NODES)["rules"]["custom"]:
-        series = rule["seriesQuery"]
-        [name] = metric_names(series)
-        query = (
-            rule["metricsQuery"]
-            .replace("<<.Series>>", name)
-            .replace("<<.LabelMatchers>>", f'namespace="{SERVING_NAMESPACE}"')
-            .replace("<<.GroupBy>>", "pod")
-        )
-        exprs += [series, query]
-    return exprs
+def scaler_exprs(run: StackRun) -> list[str]:
+    """The queries KEDA's triggers run against Prometheus."""
+    return [
+        trigger["metadata"]["query"]
+        for scaler in run.of_type("kubernetes:keda.sh/v1alpha1:ScaledObject")
+        for trigger in scaler.inputs["spec"]["triggers"]
+    ]
 
 
 def test_every_expression_parses_and_names_metrics_that_exist(
@@ -207,7 +200,7 @@ def test_every_expression_parses_and_names_metrics_that_exist(
 ) -> None:
     known = set(gateway_exposition) | DOCUMENTED
     used: set[str] = set()
-    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + adapter_exprs():
+    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + scaler_exprs(stacks["dev"]):
         names = metric_names(expr)
         assert names <= known, f"{sorted(names - known)} in {expr!r}"
         used |= names
@@ -218,6 +211,7 @@ def test_every_expression_parses_and_names_metrics_that_exist(
         "gateway_stage_duration_seconds_bucket",
         "gateway_errors_total",
         "gateway_api_key_requests_total",
+        "gateway_images_total",
     }
 
 
@@ -246,7 +240,7 @@ def test_every_label_read_exists_on_its_metrics(
         return documented_labels(name)
 
     checked = 0
-    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + adapter_exprs():
+    for expr in dashboard_exprs() + rule_exprs(stacks["prod"]) + scaler_exprs(stacks["dev"]):
         for labels, metrics in _labels_used(promql_parser.parse(expr)):
             for metric in metrics:
                 assert labels <= labels_of(metric) | {"le"}, (expr, metric, labels)
@@ -323,23 +317,6 @@ def test_alerts_cover_errors_latency_readiness_and_gpu_memory(stacks: dict[str, 
         assert f"#### {alert}\n" in runbook, alert
 
 
-def test_tf_serving_scales_on_its_gpus_and_the_gateway_on_cpu(
-    stacks: dict[str, StackRun],
-) -> None:
-    for run in stacks.values():
-        tf = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", TF_SERVING.name)
-        [metric] = tf.inputs["spec"]["metrics"]
-        assert metric["type"] == "Pods"
-        assert metric["pods"]["metric"]["name"] == GPU_UTILISATION_METRIC
-        target = run.config.get("clothing-serving:monitoring", {}).get("targetGpuPercent", 60)
-        assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": str(target)}
-        gateway = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", GATEWAY.name)
-        [cpu] = gateway.inputs["spec"]["metrics"]
-        assert cpu["resource"]["name"] == "cpu"
-    [rule] = adapter_values(CPU_NODES)["rules"]["custom"]
-    assert rule["name"]["as"] == GPU_UTILISATION_METRIC
-
-
 def test_prometheus_reaches_exactly_the_metrics_ports(stacks: dict[str, StackRun]) -> None:
     run = stacks["prod"]
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "metrics-from-monitoring")
@@ -370,7 +347,7 @@ def test_the_charts_are_pinned_and_placed_on_the_cpu_pool(stacks: dict[str, Stac
     assert releases["kps"]["chart"] == "kube-prometheus-stack"
     assert releases["kps"]["version"] == "88.5.3"
     assert releases["dcgm-exporter"]["version"] == "4.8.2"
-    assert releases["prometheus-adapter"]["version"] == "5.3.0"
+    assert "prometheus-adapter" not in releases  # KEDA reads Prometheus itself
     values = releases["kps"]["values"]
     spec = values["prometheus"]["prometheusSpec"]
     assert spec["podMonitorSelectorNilUsesHelmValues"] is False
@@ -415,7 +392,14 @@ def test_the_charts_request_what_the_capacity_check_counts() -> None:
         "grafana": requests(values["grafana"]["resources"]),
         "prometheus-operator": requests(values["prometheusOperator"]["resources"]),
         "kube-state-metrics": requests(values["kube-state-metrics"]["resources"]),
-        "prometheus-adapter": requests(adapter_values(CPU_NODES)["resources"]),
+        **{
+            f"keda-{name}": requests(keda_values(CPU_NODES)["resources"][key])
+            for name, key in (
+                ("operator", "operator"),
+                ("metrics-apiserver", "metricServer"),
+                ("admission-webhooks", "webhooks"),
+            )
+        },
     }
     assert asked == {pod.name: pod.requests for pod in MONITORING_PODS}
 

@@ -115,8 +115,9 @@ def test_local_serves_the_same_workloads(
 
     aws_only = {("Namespace", "monitoring"), ("Namespace", "karpenter")}
     assert serving(run) == serving(stacks["dev"]) - aws_only - {
-        ("NetworkPolicy", "metrics-from-monitoring")  # no monitoring on a laptop
-    }
+        ("NetworkPolicy", "metrics-from-monitoring"),  # no monitoring on a laptop
+        ("ScaledObject", "tf-serving"),  # nor KEDA: TF Serving scales on CPU, an HPA
+    } | {("HorizontalPodAutoscaler", "tf-serving")}
     tf = _pod(run, "tf-serving")["containers"][0]["resources"]
     assert tf["requests"] == {"cpu": "1", "memory": "2Gi"}  # a laptop's
 
@@ -251,6 +252,6 @@ def test_an_existing_cluster_with_gpus_where_its_config_says(export_path: Path) 
     assert peer["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "observability"
     }
-    # without the adapter, TF Serving scales on CPU, not on a GPU metric nobody serves
+    # without the stack's own Prometheus and KEDA, TF Serving scales on CPU
     hpa = run.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "tf-serving")
     assert hpa.inputs["spec"]["metrics"][0]["type"] == "Resource"

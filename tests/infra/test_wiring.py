@@ -345,17 +345,21 @@ def test_ecr_repositories_are_safe_to_destroy(run: StackRun) -> None:
     assert len(run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")) == 3
 
 
-def test_hpas_own_the_replica_counts(run: StackRun) -> None:
+def test_autoscalers_own_the_replica_counts(run: StackRun) -> None:
+    """The gateway's HPA and TF Serving's ScaledObject (KEDA runs its HPA) each own their
+    Deployment's count."""
     deployments = {
         d.inputs["metadata"]["name"]: d.inputs for d in run.of_type("kubernetes:apps/v1:Deployment")
     }
-    hpas = run.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
-    assert {h.inputs["spec"]["scaleTargetRef"]["name"] for h in hpas} == set(deployments)
+    hpas = run.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler") + run.of_type(
+        "kubernetes:keda.sh/v1alpha1:ScaledObject"
+    )
+    assert sorted(h.inputs["spec"]["scaleTargetRef"]["name"] for h in hpas) == sorted(deployments)
     for hpa in hpas:
         ref = hpa.inputs["spec"]["scaleTargetRef"]
         assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment")
     for deployment in deployments.values():
-        # Declared replicas would be re-applied over the HPA's on every `pulumi up`.
+        # Declared replicas would be re-applied over the autoscaler's on every `pulumi up`.
         assert "replicas" not in deployment["spec"]
     addons = [a.inputs["addonName"] for a in run.of_type("aws:eks/addon:Addon")]
     assert "metrics-server" in addons
@@ -541,8 +545,8 @@ def test_rollouts_surge_within_capacity(run: StackRun) -> None:
 
 def test_prod_keeps_tf_serving_highly_available(stacks: dict[str, StackRun]) -> None:
     prod, dev = stacks["prod"], stacks["dev"]
-    hpa = prod.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "tf-serving").inputs["spec"]
-    assert hpa["minReplicas"] >= 2
+    scaler = prod.one("kubernetes:keda.sh/v1alpha1:ScaledObject", "tf-serving").inputs["spec"]
+    assert scaler["minReplicaCount"] >= 2 and "idleReplicaCount" not in scaler
     pdb = prod.one("kubernetes:policy/v1:PodDisruptionBudget", "tf-serving").inputs["spec"]
     assert pdb["maxUnavailable"] == 1  # with >= 2 replicas the last one is never evicted
     [spread] = _pod(prod, "tf-serving")["topologySpreadConstraints"]

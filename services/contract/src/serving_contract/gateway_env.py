@@ -53,6 +53,8 @@ MODEL_SIGNATURE = Var("MODEL_SIGNATURE", SIGNATURE)
 MODEL_TIMEOUT_S = Var("MODEL_TIMEOUT_S", 5.0)
 MODEL_METADATA_TTL_S = Var("MODEL_METADATA_TTL_S", 60.0)
 RETRY_AFTER_S = Var("RETRY_AFTER_S", 5)
+# > 0: the model server sleeps at zero replicas when idle, and a wake takes about this long
+MODEL_WAKE_ESTIMATE_S = Var("MODEL_WAKE_ESTIMATE_S", 0)
 # Overrides of what the model's signature says (None or empty: the signature's)
 MODEL_INPUT_NAME = Var[str | None]("MODEL_INPUT_NAME", None)
 MODEL_OUTPUT_NAME = Var[str | None]("MODEL_OUTPUT_NAME", None)
