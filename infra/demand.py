@@ -61,6 +61,12 @@ TRANSFER_HPA = "scaledobject.keda.sh/transfer-hpa-ownership"
 WAKE_ESTIMATE_S = 10 * 60
 
 
+def demand_query(namespace: str, window: str = RATE_WINDOW) -> str:
+    """The images per second asked of the whole service, over ``window`` (KEDA divides
+    it by TF Serving's replicas)."""
+    return f'sum(rate({IMAGES_COUNTER}_total{{namespace="{namespace}"}}[{window}]))'
+
+
 @dataclass(frozen=True)
 class Demand:
     """TF Serving scaled on the images asked for: ``ceiling`` images/s per replica,
