@@ -215,3 +215,14 @@ def test_the_plan_says_which_stack_sleeps() -> None:
     stack = plan(parse_stack_file("dev"), DEFAULT_MODEL_NAME)
     assert stack.tf_serving.sleeps and stack.monitoring is not None and stack.monitoring.sleeps
     assert not plan(parse_stack_file("prod"), DEFAULT_MODEL_NAME).tf_serving.sleeps
+
+
+def test_the_docs_quote_the_default_target() -> None:
+    """The runbook's figures are the code's: the default ceiling and its target."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    runbook = (docs / "operations.md").read_text()
+    demand = Demand(DEFAULT_GPU_CEILING, None, "http://p", NAMESPACE)
+    assert f"by default {DEFAULT_GPU_CEILING:g} images/s" in runbook
+    assert f"the default target is {demand.target:g} images/s" in runbook
+    assert f"({demand.target:g} by default;" in (docs / "architecture.md").read_text()
+    assert f"starts at {WAKE_ESTIMATE_S // 60} minutes" in runbook
