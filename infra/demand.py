@@ -130,7 +130,13 @@ def scaled_object(
         ],
     }
     if demand.sleep_after_s is not None:
-        spec |= {"idleReplicaCount": 0, "cooldownPeriod": demand.sleep_after_s}
+        spec |= {
+            "idleReplicaCount": 0,
+            "cooldownPeriod": demand.sleep_after_s,
+            # a new ScaledObject with no activity yet would go to zero at once (KEDA's
+            # default is 0 s): a fresh deploy serves for the quiet period first
+            "initialCooldownPeriod": demand.sleep_after_s,
+        }
     return k8s.apiextensions.CustomResource(
         f"{app.name}-scaler",
         api_version="keda.sh/v1alpha1",

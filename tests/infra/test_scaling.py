@@ -104,8 +104,11 @@ def test_dev_sleeps_when_idle_and_prod_never(stacks: dict[str, StackRun]) -> Non
     dev, prod = scaler(stacks["dev"]), scaler(stacks["prod"])
     assert dev["idleReplicaCount"] == 0
     assert dev["cooldownPeriod"] == 30 * 60  # Pulumi.dev.yaml's sleepAfterMinutes
+    # not at once after `pulumi up`: KEDA takes a ScaledObject never active yet to zero
+    # when initialCooldownPeriod (0 s by default) has passed since its creation
+    assert dev["initialCooldownPeriod"] == dev["cooldownPeriod"]
     assert (dev["minReplicaCount"], dev["maxReplicaCount"]) == (1, 1)  # awake: its minimum
-    assert "idleReplicaCount" not in prod and "cooldownPeriod" not in prod
+    assert not {"idleReplicaCount", "cooldownPeriod", "initialCooldownPeriod"} & set(prod)
     assert (prod["minReplicaCount"], prod["maxReplicaCount"]) == (2, 3)
     # Prometheus unreachable: hold the minimum rather than guess
     assert dev["fallback"]["replicas"] == 1 and prod["fallback"]["replicas"] == 2
@@ -226,3 +229,7 @@ def test_the_docs_quote_the_default_target() -> None:
     assert f"the default target is {demand.target:g} images/s" in runbook
     assert f"({demand.target:g} by default;" in (docs / "architecture.md").read_text()
     assert f"starts at {WAKE_ESTIMATE_S // 60} minutes" in runbook
+    sleep = parse_stack_file("dev").tf_serving.sleep_after_minutes
+    readme = (docs.parent / "README.md").read_text()
+    assert f"Dev sleeps by itself: {sleep} minutes after the last `/predict`" in readme
+    assert f"`tfServing.sleepAfterMinutes` ({sleep} in dev;" in runbook
