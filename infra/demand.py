@@ -20,12 +20,16 @@ while TF Serving is at zero count too: that is what wakes it.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_command.local as local
 import pulumi_kubernetes as k8s
 
 from infra.kube import App, Component, Replicas
+from infra.project import REPO_ROOT
 from serving_contract.metrics import IMAGES_COUNTER
 
 # The measured knee (docs/operations.md): p99 held (<= 23 ms) up to 80% of a replica's
@@ -51,9 +55,6 @@ RATE_WINDOW = "2m"
 POLLING_S = 15  # KEDA asks Prometheus this often
 # Prometheus unreachable this many polls in a row: KEDA holds the fallback replicas.
 FAILURES_BEFORE_FALLBACK = 4
-# KEDA's own HPA takes the name the program's HPA had: on a stack deployed before KEDA,
-# KEDA takes that HPA over (its webhook refuses a second autoscaler for the Deployment).
-TRANSFER_HPA = "scaledobject.keda.sh/transfer-hpa-ownership"
 # How long a wake takes, until the gateway has measured one (it tells clients how long to
 # wait): the estimates TF Serving's rollout limit is built from (infra.tf_serving): a cold
 # GPU node (3-5 minutes), the multi-GB image pulled onto it (5-10 minutes) and the model's
@@ -96,9 +97,11 @@ def scaled_object(
     at: Component,
     *depends_on: pulumi.Resource,
 ) -> k8s.apiextensions.CustomResource:
-    """KEDA scales ``app`` between ``replicas`` on ``demand``; with ``sleep_after_s``, to
-    zero after that long with no image asked (``idleReplicaCount``), and back to the
-    minimum on the first. Scale-down stays as slow as the CPU autoscalers'."""
+    """KEDA scales ``app`` between ``replicas`` on ``demand`` (through an HPA of its own,
+    ``keda-hpa-<name>``); with ``sleep_after_s``, to zero after that long with no image
+    asked (``idleReplicaCount``), and back to the minimum on the first. Scale-down stays
+    as slow as the CPU autoscalers'. ``depends_on``: the Deployment, KEDA's chart and
+    ``handover``."""
     spec: dict[str, object] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app.name},
         "pollingInterval": POLLING_S,
@@ -110,7 +113,6 @@ def scaled_object(
         },
         "advanced": {
             "horizontalPodAutoscalerConfig": {
-                "name": app.name,
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
             }
         },
@@ -141,7 +143,29 @@ def scaled_object(
         f"{app.name}-scaler",
         api_version="keda.sh/v1alpha1",
         kind="ScaledObject",
-        metadata=at.metadata(app.name, app, annotations={TRANSFER_HPA: "true"}),
+        metadata=at.metadata(app.name, app),
         spec=spec,
         opts=at.options(*depends_on),
+    )
+
+
+def handover(app: App, kubeconfig: pulumi.Input[str], at: Component) -> local.Command:
+    """Delete the HPA an earlier version of the program made for ``app``, once, before the
+    ScaledObject exists (``python -m infra.hpa_handover``, which says why)."""
+    command = pulumi.Output.from_input(at.namespace).apply(
+        lambda namespace: shlex.join(
+            [
+                *("uv", "run", "--no-sync", "python", "-m", "infra.hpa_handover"),
+                f"{namespace}/{app.name}",
+            ]
+        )
+    )
+    return local.Command(
+        f"{app.name}-hpa-handover",
+        create=command,
+        stdin=pulumi.Output.secret(kubeconfig),
+        # the repository root, relative to where Pulumi runs the program (as kube.rollout)
+        dir=os.path.relpath(REPO_ROOT),
+        # a command, not a Kubernetes object: the workload's parent, not its provider
+        opts=pulumi.ResourceOptions(parent=at.opts.parent),
     )

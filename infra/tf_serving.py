@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.capacity import Workload
-from infra.demand import Demand, scaled_object
+from infra.demand import Demand, handover, scaled_object
 from infra.kube import (
     GATEWAY,
     TF_SERVING,
@@ -202,8 +202,15 @@ class TfServing(pulumi.ComponentResource):
         if args.placement.parked:
             self.autoscaler = None
         elif args.demand is not None:
+            old_hpa_gone = handover(TF_SERVING, kubeconfig, at)
             self.autoscaler = scaled_object(
-                TF_SERVING, args.replicas, args.demand, at, self.deployment, *scaler_after
+                TF_SERVING,
+                args.replicas,
+                args.demand,
+                at,
+                self.deployment,
+                old_hpa_gone,
+                *scaler_after,
             )
         else:
             self.autoscaler = autoscaler(TF_SERVING, args.replicas, at, self.deployment)

@@ -7,6 +7,7 @@ checked with every custom object (test_manifests); their PromQL with the rest
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from infra.demand import (
     DEFAULT_GPU_CEILING,
     HPA_TOLERANCE,
     KNEE,
-    TRANSFER_HPA,
     WAKE_ESTIMATE_S,
     Demand,
 )
@@ -114,13 +114,23 @@ def test_dev_sleeps_when_idle_and_prod_never(stacks: dict[str, StackRun]) -> Non
     assert dev["fallback"]["replicas"] == 1 and prod["fallback"]["replicas"] == 2
 
 
-def test_keda_takes_over_the_hpa_and_the_replica_count(run: StackRun) -> None:
-    """A stack deployed before KEDA has an HPA named tf-serving: KEDA's webhook refuses a
-    second autoscaler for the Deployment unless the ScaledObject takes that one over by
-    name. The Deployment never declares replicas, so `pulumi up` never fights KEDA."""
+def test_the_old_hpa_goes_before_keda_takes_the_replica_count(run: StackRun) -> None:
+    """A stack deployed before KEDA has the program's HPA for TF Serving: KEDA's webhook
+    refuses a second autoscaler for the Deployment, so a command deletes it first
+    (infra.hpa_handover says why not KEDA's own take-over). The Deployment never declares
+    replicas, so `pulumi up` never fights KEDA."""
+    [command] = [
+        c for c in run.of_type("command:local:Command") if c.name == "tf-serving-hpa-handover"
+    ]
+    assert shlex.split(command.inputs["create"])[-3:] == [
+        "-m",
+        "infra.hpa_handover",
+        f"{NAMESPACE}/{TF_SERVING.name}",
+    ]
+    assert "tf-serving-hpa-handover" in run.depends_on[f"{TF_SERVING.name}-scaler"]
     obj = run.one(SCALED_OBJECT, TF_SERVING.name).inputs
-    assert obj["metadata"]["annotations"] == {TRANSFER_HPA: "true"}
-    assert obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] == TF_SERVING.name
+    # KEDA's HPA gets its own name (keda-hpa-tf-serving), which the command never touches
+    assert "name" not in obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
     deployment = run.one("kubernetes:apps/v1:Deployment", TF_SERVING.name).inputs
     assert "replicas" not in deployment["spec"]
 
