@@ -16,6 +16,9 @@ docs/operations.md, "Alerts", says what to do for each. The thresholds:
   model's load and warmup, which its startup probe allows 15 minutes), or none at all for 2
   unless TF Serving sleeps (``sleeps``): then none for minutes is every wake-up, and only
   the 25-minute rule holds.
+- ``ScalingSignalMissing``: where TF Serving scales on the gateway's image count, that
+  series absent for 10 minutes: KEDA then holds TF Serving at its minimum while it runs
+  and cannot wake it while it sleeps.
 - ``GPUMemoryNearlyFull``: a GPU's memory over 90% used for 10 minutes. TF Serving's
   TensorFlow grows its memory as needed (``TF_FORCE_GPU_ALLOW_GROWTH``, infra/tf_serving.py)
   instead of taking nearly all of it up front, so this is what the model and its
@@ -28,6 +31,7 @@ from typing import Any
 
 from infra.kube import TF_SERVING
 from infra.project import PROJECT
+from serving_contract.metrics import IMAGES_COUNTER
 
 P99_OBJECTIVE_S = 2.5
 ERROR_RATIO = 0.05
@@ -41,12 +45,13 @@ def alert_rules(
     gpus: bool,
     device_plugin: tuple[str, str] | None = None,
     *,
+    on_demand: bool = False,
     sleeps: bool = False,
 ) -> list[dict[str, Any]]:
     """``namespace``: the serving workloads'; ``gpus``: TF Serving runs on GPU nodes;
     ``device_plugin``: the namespace and name of the NVIDIA device plugin's DaemonSet the
-    stack runs (None: the nodes' AMI brings its own); ``sleeps``: TF Serving goes to zero
-    when idle."""
+    stack runs (None: the nodes' AMI brings its own); ``on_demand``: TF Serving scales on
+    the gateway's image count (KEDA); ``sleeps``: TF Serving goes to zero when idle."""
     tf = f'namespace="{namespace}",deployment="{TF_SERVING.name}"'
     rules: list[dict[str, Any]] = [
         {
@@ -105,6 +110,20 @@ def alert_rules(
                 "annotations": {
                     "summary": "No TF Serving pod is ready: every /predict fails",
                     "runbook": "docs/operations.md#tfservingnotready",
+                },
+            }
+        )
+    if on_demand:
+        rules.append(
+            {
+                "alert": "ScalingSignalMissing",
+                "expr": f'absent({IMAGES_COUNTER}_total{{namespace="{namespace}"}})',
+                "for": "10m",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": "No gateway image count in Prometheus: TF Serving cannot "
+                    "scale on load, nor wake",
+                    "runbook": "docs/operations.md#scalingsignalmissing",
                 },
             }
         )

@@ -52,8 +52,9 @@ DEFAULT_GPU_CEILING = 200.0
 # Prometheus scrapes the gateway every 15 s; a rate over 2 minutes holds 8 scrapes, and
 # stays above zero for 2 minutes after the last image: the quiet period starts then.
 RATE_WINDOW = "2m"
-POLLING_S = 15  # KEDA asks Prometheus this often
-# Prometheus unreachable this many polls in a row: KEDA holds the fallback replicas.
+POLLING_S = 15  # while asleep, KEDA asks Prometheus this often whether to wake
+# The query failing this many times in a row while TF Serving runs: KEDA holds the
+# fallback replicas.
 FAILURES_BEFORE_FALLBACK = 4
 # How long a wake takes, until the gateway has measured one (it tells clients how long to
 # wait): the estimates TF Serving's rollout limit is built from (infra.tf_serving): a cold
@@ -104,7 +105,6 @@ def scaled_object(
     ``handover``."""
     spec: dict[str, object] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app.name},
-        "pollingInterval": POLLING_S,
         "minReplicaCount": replicas.minimum,
         "maxReplicaCount": replicas.maximum,
         "fallback": {
@@ -127,12 +127,18 @@ def scaled_object(
                     "threshold": f"{demand.target:g}",
                     # any image asked for in the rate's window wakes a sleeping TF Serving
                     "activationThreshold": "0",
+                    # no series is an error (the gateway not scraped, the counter renamed),
+                    # not zero: KEDA's fallback then holds the minimum, and it shows
+                    "ignoreNullValues": "false",
                 },
             }
         ],
     }
     if demand.sleep_after_s is not None:
         spec |= {
+            # how often KEDA itself asks (its HPA asks every 15 s once awake): it only
+            # decides asleep or awake, and KEDA warns when it is set for nothing else
+            "pollingInterval": POLLING_S,
             "idleReplicaCount": 0,
             "cooldownPeriod": demand.sleep_after_s,
             # a new ScaledObject with no activity yet would go to zero at once (KEDA's

@@ -71,6 +71,7 @@ class MonitoringArgs:
     # install the stack (AWS); else use the Prometheus operator running in ``namespace``
     install: bool = True
     namespace: str = NAMESPACE
+    on_demand: bool = False  # TF Serving scales on the gateway's image count (KEDA)
     sleeps: bool = False  # TF Serving goes to zero when idle (its alerts allow for wakes)
 
 
@@ -294,7 +295,11 @@ class Monitoring(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=PROJECT, namespace=spec.namespace),
             spec={
                 "groups": alert_rules(
-                    serving_namespace, spec.gpus, spec.device_plugin, sleeps=spec.sleeps
+                    serving_namespace,
+                    spec.gpus,
+                    spec.device_plugin,
+                    on_demand=spec.on_demand,
+                    sleeps=spec.sleeps,
                 )
             },
             opts=after_stack,

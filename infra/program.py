@@ -221,6 +221,7 @@ def _aws_plan(
             cpu_nodes=CPU_NODES,
             gpu_nodes=GPU_NODES,
             device_plugin=DEVICE_PLUGIN_DAEMONSET if device_plugin else None,
+            on_demand=tf_serving.demand is not None,
             sleeps=tf_serving.sleeps,
         )
         if monitored

@@ -310,7 +310,7 @@ def test_alerts_cover_errors_latency_readiness_and_gpu_memory(stacks: dict[str, 
     alerts = {r["alert"] for g in rule.inputs["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
         "GatewayErrors", "GatewayLatencyHigh", "TFServingNotReady", "GPUMemoryNearlyFull",
-        "GPUDevicePluginDown",
+        "GPUDevicePluginDown", "ScalingSignalMissing",
     }  # fmt: skip
     runbook = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for alert in alerts:

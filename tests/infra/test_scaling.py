@@ -79,6 +79,8 @@ def test_tf_serving_scales_on_the_images_asked_for_and_the_gateway_on_cpu(
     assert meta["serverAddress"] == f"{PROMETHEUS_URL}:{PROMETHEUS_PORT}"
     assert meta["threshold"] == "145.45"  # the default ceiling's target
     assert meta["activationThreshold"] == "0"
+    # an absent series is an error (fallback, alert), not a quiet zero
+    assert meta["ignoreNullValues"] == "false"
     # the gateway's counter of images asked for, over the serving namespace
     assert metric_names(meta["query"]) == {f"{IMAGES_COUNTER}_total"}
     assert f'{{namespace="{NAMESPACE}"}}' in meta["query"]
@@ -108,7 +110,10 @@ def test_dev_sleeps_when_idle_and_prod_never(stacks: dict[str, StackRun]) -> Non
     # when initialCooldownPeriod (0 s by default) has passed since its creation
     assert dev["initialCooldownPeriod"] == dev["cooldownPeriod"]
     assert (dev["minReplicaCount"], dev["maxReplicaCount"]) == (1, 1)  # awake: its minimum
+    # KEDA polls only to decide asleep or awake (its HPA polls once awake): it warns when
+    # pollingInterval is set on a ScaledObject that never sleeps
     assert not {"idleReplicaCount", "cooldownPeriod", "initialCooldownPeriod"} & set(prod)
+    assert "pollingInterval" not in prod and dev["pollingInterval"] == 15
     assert (prod["minReplicaCount"], prod["maxReplicaCount"]) == (2, 3)
     # Prometheus unreachable: hold the minimum rather than guess
     assert dev["fallback"]["replicas"] == 1 and prod["fallback"]["replicas"] == 2
