@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import warnings
+from pathlib import Path
 
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
@@ -14,8 +15,10 @@ from openapi_spec_validator import validate
 from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
 from gateway.logs import configure_logging
 from gateway.openapi import openapi_document
+from serving_contract.api_keys import digest
+from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FakeModel
-from tests.support.image_host import FIXTURES
+from tests.support.image_host import FIXTURES, ImageHost
 
 
 def test_healthz_does_not_touch_the_model(
@@ -45,11 +48,52 @@ def test_metrics_count_requests_stages_and_errors(client: FlaskClient) -> None:
     assert 'gateway_requests_total{endpoint="/predict",status="200"} 1.0' in text
     assert 'gateway_requests_total{endpoint="/predict",status="415"} 1.0' in text
     assert 'gateway_errors_total{code="unsupported_media_type"} 1.0' in text
-    assert 'gateway_images_total{source="upload"} 1.0' in text
+    # counted on receipt, so the upload that was no image too
+    assert 'gateway_images_total{source="upload"} 2.0' in text
     # the rejected upload was timed in preprocessing too, but never reached the model
     assert 'gateway_stage_duration_seconds_count{stage="preprocess"} 2.0' in text
     assert 'gateway_stage_duration_seconds_count{stage="inference"} 1.0' in text
     assert 'gateway_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"} 2.0' in text
+
+
+def test_images_are_counted_on_receipt(
+    make_client: ClientFactory, image_host: ImageHost, tmp_path: Path
+) -> None:
+    """gateway_images_total is the model's demand, which TF Serving's autoscaler reads:
+    every image a request asks for once its key and body passed, whatever comes next, and
+    nothing of a request refused before."""
+    key = "observability-" + "k" * 30
+    keys = tmp_path / "keys"
+    keys.write_text(f"ci {digest(key)}\n")
+    client = make_client(API_KEYS_FILE=str(keys), MAX_IMAGE_BYTES="1000")
+    auth = {"X-API-Key": key}
+    refused = [
+        client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}),
+        client.post("/predict", data=b"{", content_type="application/json", headers=auth),
+        client.post("/predict", data=b"x" * 200_000, content_type="image/jpeg", headers=auth),
+        client.post("/predict", data=b"x", content_type="text/plain", headers=auth),
+        client.post(
+            "/predict", data={"other": "x"}, content_type="multipart/form-data", headers=auth
+        ),
+    ]
+    assert [r.status_code for r in refused] == [401, 400, 413, 415, 400]
+    assert "gateway_images_total{" not in client.get("/metrics").text
+
+    urls = [image_host.url("/images/hat.jpg"), image_host.url("/status?code=404"), "ftp://x"]
+    asked = [
+        client.post("/predict", json={"urls": urls}, headers=auth),
+        client.post("/predict", data=b"nope", content_type="image/jpeg", headers=auth),
+        client.post(
+            "/predict",
+            data={"image": (io.BytesIO(b"nope"), "x.jpg")},
+            content_type="multipart/form-data",
+            headers=auth,
+        ),
+    ]
+    assert [r.status_code for r in asked] == [413, 415, 415]  # the first URL's image is >1000 B
+    text = client.get("/metrics").text
+    assert 'gateway_images_total{source="url"} 3.0' in text
+    assert 'gateway_images_total{source="upload"} 2.0' in text
 
 
 def test_request_id_is_echoed_and_logged(client: FlaskClient) -> None:
