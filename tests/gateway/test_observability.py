@@ -29,16 +29,38 @@ def test_healthz_does_not_touch_the_model(
     assert client.get("/healthz").json == {"status": "ok"}
 
 
-def test_readyz_tracks_model_state(client: FlaskClient, fake_model: tuple[FakeModel, int]) -> None:
+def test_readyz_is_ready_and_tracks_the_models_state(
+    client: FlaskClient, fake_model: tuple[FakeModel, int]
+) -> None:
+    """The gateway can serve whatever the model's state, which the body says: a load
+    balancer would otherwise send nothing while the model loads, instead of the gateway's
+    JSON 503."""
     model, _ = fake_model
     model.state = get_model_status_pb2.ModelVersionStatus.LOADING
     response = client.get("/readyz")
-    assert response.status_code == 503
-    assert "LOADING" in response.json["error"]["message"]
+    assert response.status_code == 200
+    assert response.json["status"] == "ready" and response.json["model"] == "unavailable"
+    assert "LOADING" in response.json["detail"]
     model.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json["status"] == "ready"
+    assert response.json == {
+        "status": "ready",
+        "model": "available",
+        "detail": "model 'clothing-model' versions [1] available: uint8 299x299 input, "
+        "logits output",
+    }
+
+
+def test_readyz_is_not_ready_for_a_model_this_gateway_cannot_serve(
+    make_client: ClientFactory,
+) -> None:
+    """The model server answers, with a model that does not fit the settings: a broken
+    deployment, which must not become ready."""
+    response = make_client(IMAGE_SIZE="224").get("/readyz")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json["error"]["code"] == "not_ready"
+    assert "is 299x299 but IMAGE_SIZE is 224x224" in response.json["error"]["message"]
 
 
 def test_metrics_count_requests_stages_and_errors(client: FlaskClient) -> None:

@@ -128,8 +128,9 @@ ERRORS: dict[Code, ErrorKind] = {
     ),
     "not_ready": ErrorKind(
         503,
-        "/readyz: the model cannot be served yet (with Retry-After)",
-        "The classifier is not ready yet. Try again in a moment.",
+        "/readyz: the model server answers but this gateway cannot serve its model "
+        "(model_misconfigured, model_error; with Retry-After)",
+        "The classifier is set up wrongly or failing: the people who run it have to fix it.",
     ),
     "server_unavailable": ErrorKind(
         503,

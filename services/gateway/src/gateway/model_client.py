@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -21,7 +22,7 @@ from gateway._proto.tensorflow_serving.apis import (
     model_pb2,
     predict_pb2,
 )
-from gateway.failures import Failure
+from gateway.failures import Code, Failure
 from gateway.grpc_channel import ProcessChannel
 from gateway.metrics import Metrics
 from gateway.model_errors import grpc_error, grpc_status, unusable_answer
@@ -31,6 +32,22 @@ from gateway.tensors import TensorError, fill_image_tensor, to_array
 
 _STATUS_TIMEOUT_S = 2.0
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+# What /readyz says of the model: served, or not now.
+ModelState = Literal["available", "unavailable"]
+# The failures that mean the model cannot be served now, but may be soon, as its state.
+_NOT_NOW: dict[Code, ModelState] = {
+    "model_unavailable": "unavailable",
+    "model_timeout": "unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    model: ModelState
+    detail: str  # public: what is served, or why not
+    cause: str | None = None  # for the log: the failed call's gRPC status and details
 
 
 @dataclass(frozen=True)
@@ -154,9 +171,10 @@ class ModelClient:
             raise
 
     # -- readiness ----------------------------------------------------------------------
-    def readiness(self) -> str:
-        """What is served, when the model is AVAILABLE with a signature the gateway can
-        serve; else the Failure that says why not."""
+    def readiness(self) -> Readiness:
+        """Whether the model is served now (with what), and if not why not; Failure
+        ``model_error`` or ``model_misconfigured`` when the model server answers but its
+        model is not one this gateway can serve."""
         _, model_stub = self.channel.stubs()
         try:
             status = model_stub.GetModelStatus(
@@ -164,19 +182,32 @@ class ModelClient:
                 timeout=min(_STATUS_TIMEOUT_S, self.settings.timeout_s),
             )
         except grpc.RpcError as exc:
-            raise self._failed(exc, "status") from None
+            return _not_now(self._failed(exc, "status"))
         available = [v.version for v in status.model_version_status if v.state == _AVAILABLE]
         if not available:
             states = [
                 get_model_status_pb2.ModelVersionStatus.State.Name(v.state)
                 for v in status.model_version_status
             ]
-            raise Failure(
-                "model_unavailable", f"model {self.settings.name!r} not available (states {states})"
+            return Readiness(
+                "unavailable", f"model {self.settings.name!r} not available (states {states})"
             )
-        signature = self.signature()
-        return (
+        try:
+            signature = self.signature()
+        except Failure as exc:
+            return _not_now(exc)
+        return Readiness(
+            "available",
             f"model {self.settings.name!r} versions {available} available: "
             f"{signature.input_dtype} {signature.height}x{signature.width} input, "
-            f"{signature.score_output} output"
+            f"{signature.score_output} output",
         )
+
+
+def _not_now(failure: Failure) -> Readiness:
+    """A failure that means the model cannot be served now, as its readiness; any other
+    (the model server answers, but not with a model this gateway can serve) raised."""
+    state = _NOT_NOW.get(failure.code)
+    if state is None:
+        raise failure
+    return Readiness(state, failure.message, failure.detail)
