@@ -9,6 +9,7 @@ import re
 import warnings
 from pathlib import Path
 
+import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
@@ -20,6 +21,9 @@ from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
 
+# A model server that sleeps when idle, or one that does not (the default).
+SLEEPS = {"no": {}, "yes": {"MODEL_WAKE_ESTIMATE_S": "300"}}
+
 
 def test_healthz_does_not_touch_the_model(
     client: FlaskClient, fake_model: tuple[FakeModel, int]
@@ -29,17 +33,19 @@ def test_healthz_does_not_touch_the_model(
     assert client.get("/healthz").json == {"status": "ok"}
 
 
+@pytest.mark.parametrize(("sleeps", "loading"), [("no", "unavailable"), ("yes", "waking")])
 def test_readyz_is_ready_and_tracks_the_models_state(
-    client: FlaskClient, fake_model: tuple[FakeModel, int]
+    make_client: ClientFactory, fake_model: tuple[FakeModel, int], sleeps: str, loading: str
 ) -> None:
     """The gateway can serve whatever the model's state, which the body says: a load
-    balancer would otherwise send nothing while the model loads, instead of the gateway's
-    JSON 503."""
+    balancer would otherwise send nothing while the model loads (or sleeps), instead of
+    the gateway's JSON 503."""
+    client = make_client(**SLEEPS[sleeps])
     model, _ = fake_model
     model.state = get_model_status_pb2.ModelVersionStatus.LOADING
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json["status"] == "ready" and response.json["model"] == "unavailable"
+    assert response.json["status"] == "ready" and response.json["model"] == loading
     assert "LOADING" in response.json["detail"]
     model.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     response = client.get("/readyz")
@@ -52,12 +58,13 @@ def test_readyz_is_ready_and_tracks_the_models_state(
     }
 
 
+@pytest.mark.parametrize("sleeps", SLEEPS)
 def test_readyz_is_not_ready_for_a_model_this_gateway_cannot_serve(
-    make_client: ClientFactory,
+    make_client: ClientFactory, sleeps: str
 ) -> None:
     """The model server answers, with a model that does not fit the settings: a broken
-    deployment, which must not become ready."""
-    response = make_client(IMAGE_SIZE="224").get("/readyz")
+    deployment, which must not become ready (a model server that sleeps changes nothing)."""
+    response = make_client(IMAGE_SIZE="224", **SLEEPS[sleeps]).get("/readyz")
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json["error"]["code"] == "not_ready"
     assert "is 299x299 but IMAGE_SIZE is 224x224" in response.json["error"]["message"]

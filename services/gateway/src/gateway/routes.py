@@ -52,9 +52,9 @@ def healthz() -> Any:
 def readyz() -> Any:
     """Ready whenever this gateway can serve, whatever the model server's state, which the
     body gives: a load balancer sends nothing to a target that is not ready, so a readiness
-    tied to the model server would turn a model that restarts or loads into connection
-    errors at the load balancer, instead of the gateway's JSON 503 with Retry-After
-    (``model_unavailable``). Not ready (503) only when the
+    tied to the model server would turn a model that sleeps, restarts or loads into
+    connection errors at the load balancer, instead of the gateway's JSON 503 with
+    Retry-After (``model_waking``, ``model_unavailable``). Not ready (503) only when the
     model server answers with a model this gateway cannot serve (``model_misconfigured``,
     ``model_error``): a broken deployment must not become ready (its rollout stops at the
     first new pod, and the old ones serve on)."""
