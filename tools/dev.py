@@ -14,6 +14,7 @@ the proxy in front.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -52,11 +53,13 @@ def _listening(port: int) -> bool:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _ready(url: str) -> bool:
+def _serving(readyz: str) -> bool:
+    """Whether the gateway serves the model: its /readyz says so in the body (it is ready,
+    200, as soon as the gateway itself can answer, whatever the model's state)."""
     try:
-        with _DIRECT.open(url, timeout=2) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):  # not listening yet, or 503 until the model is
+        with _DIRECT.open(readyz, timeout=2) as answer:
+            return bool(json.load(answer).get("model") == "available")
+    except (urllib.error.URLError, OSError, ValueError):  # not listening yet, or not JSON
         return False
 
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             readyz = f"http://{LOOPBACK}:{args.port}/readyz"
-            if not _wait(lambda: _ready(readyz), processes, "the gateway"):
+            if not _wait(lambda: _serving(readyz), processes, "the gateway"):
                 return 1
             print(
                 f"\nReady: {site}  (the website; the API: POST {site}/predict)\n"

@@ -18,7 +18,7 @@ def test_gunicorn_serves_predictions_across_workers(
     model, port = fake_model
     env = {**TEST_ENV, "TF_SERVING_HOST": f"127.0.0.1:{port}"}
     with gunicorn_gateway(env, workers=2, threads=4) as (base, _):
-        assert requests.get(base + "/readyz", timeout=5).status_code == 200
+        assert requests.get(base + "/readyz", timeout=5).json()["model"] == "available"
         url = image_host.url("/images/shorts.jpg")
 
         def call(_: int) -> int:

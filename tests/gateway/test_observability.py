@@ -7,15 +7,22 @@ import json
 import logging
 import re
 import warnings
+from pathlib import Path
 
+import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from gateway._proto.tensorflow_serving.apis import get_model_status_pb2
 from gateway.logs import configure_logging
 from gateway.openapi import openapi_document
+from serving_contract.api_keys import digest
+from tests.gateway.conftest import ClientFactory
 from tests.support.fake_model_server import FakeModel
-from tests.support.image_host import FIXTURES
+from tests.support.image_host import FIXTURES, ImageHost
+
+# A model server that sleeps when idle, or one that does not (the default).
+SLEEPS = {"no": {}, "yes": {"MODEL_WAKE_ESTIMATE_S": "300"}}
 
 
 def test_healthz_does_not_touch_the_model(
@@ -26,16 +33,41 @@ def test_healthz_does_not_touch_the_model(
     assert client.get("/healthz").json == {"status": "ok"}
 
 
-def test_readyz_tracks_model_state(client: FlaskClient, fake_model: tuple[FakeModel, int]) -> None:
+@pytest.mark.parametrize(("sleeps", "loading"), [("no", "unavailable"), ("yes", "waking")])
+def test_readyz_is_ready_and_tracks_the_models_state(
+    make_client: ClientFactory, fake_model: tuple[FakeModel, int], sleeps: str, loading: str
+) -> None:
+    """The gateway can serve whatever the model's state, which the body says: a load
+    balancer would otherwise send nothing while the model loads (or sleeps), instead of
+    the gateway's JSON 503."""
+    client = make_client(**SLEEPS[sleeps])
     model, _ = fake_model
     model.state = get_model_status_pb2.ModelVersionStatus.LOADING
     response = client.get("/readyz")
-    assert response.status_code == 503
-    assert "LOADING" in response.json["error"]["message"]
+    assert response.status_code == 200
+    assert response.json["status"] == "ready" and response.json["model"] == loading
+    assert "LOADING" in response.json["detail"]
     model.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json["status"] == "ready"
+    assert response.json == {
+        "status": "ready",
+        "model": "available",
+        "detail": "model 'clothing-model' versions [1] available: uint8 299x299 input, "
+        "logits output",
+    }
+
+
+@pytest.mark.parametrize("sleeps", SLEEPS)
+def test_readyz_is_not_ready_for_a_model_this_gateway_cannot_serve(
+    make_client: ClientFactory, sleeps: str
+) -> None:
+    """The model server answers, with a model that does not fit the settings: a broken
+    deployment, which must not become ready (a model server that sleeps changes nothing)."""
+    response = make_client(IMAGE_SIZE="224", **SLEEPS[sleeps]).get("/readyz")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json["error"]["code"] == "not_ready"
+    assert "is 299x299 but IMAGE_SIZE is 224x224" in response.json["error"]["message"]
 
 
 def test_metrics_count_requests_stages_and_errors(client: FlaskClient) -> None:
@@ -45,11 +77,52 @@ def test_metrics_count_requests_stages_and_errors(client: FlaskClient) -> None:
     assert 'gateway_requests_total{endpoint="/predict",status="200"} 1.0' in text
     assert 'gateway_requests_total{endpoint="/predict",status="415"} 1.0' in text
     assert 'gateway_errors_total{code="unsupported_media_type"} 1.0' in text
-    assert 'gateway_images_total{source="upload"} 1.0' in text
+    # counted on receipt, so the upload that was no image too
+    assert 'gateway_images_total{source="upload"} 2.0' in text
     # the rejected upload was timed in preprocessing too, but never reached the model
     assert 'gateway_stage_duration_seconds_count{stage="preprocess"} 2.0' in text
     assert 'gateway_stage_duration_seconds_count{stage="inference"} 1.0' in text
     assert 'gateway_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"} 2.0' in text
+
+
+def test_images_are_counted_on_receipt(
+    make_client: ClientFactory, image_host: ImageHost, tmp_path: Path
+) -> None:
+    """gateway_images_total is the model's demand, which TF Serving's autoscaler reads:
+    every image a request asks for once its key and body passed, whatever comes next, and
+    nothing of a request refused before."""
+    key = "observability-" + "k" * 30
+    keys = tmp_path / "keys"
+    keys.write_text(f"ci {digest(key)}\n")
+    client = make_client(API_KEYS_FILE=str(keys), MAX_IMAGE_BYTES="1000")
+    auth = {"X-API-Key": key}
+    refused = [
+        client.post("/predict", json={"url": image_host.url("/images/hat.jpg")}),
+        client.post("/predict", data=b"{", content_type="application/json", headers=auth),
+        client.post("/predict", data=b"x" * 200_000, content_type="image/jpeg", headers=auth),
+        client.post("/predict", data=b"x", content_type="text/plain", headers=auth),
+        client.post(
+            "/predict", data={"other": "x"}, content_type="multipart/form-data", headers=auth
+        ),
+    ]
+    assert [r.status_code for r in refused] == [401, 400, 413, 415, 400]
+    assert "gateway_images_total{" not in client.get("/metrics").text
+
+    urls = [image_host.url("/images/hat.jpg"), image_host.url("/status?code=404"), "ftp://x"]
+    asked = [
+        client.post("/predict", json={"urls": urls}, headers=auth),
+        client.post("/predict", data=b"nope", content_type="image/jpeg", headers=auth),
+        client.post(
+            "/predict",
+            data={"image": (io.BytesIO(b"nope"), "x.jpg")},
+            content_type="multipart/form-data",
+            headers=auth,
+        ),
+    ]
+    assert [r.status_code for r in asked] == [413, 415, 415]  # the first URL's image is >1000 B
+    text = client.get("/metrics").text
+    assert 'gateway_images_total{source="url"} 3.0' in text
+    assert 'gateway_images_total{source="upload"} 2.0' in text
 
 
 def test_request_id_is_echoed_and_logged(client: FlaskClient) -> None:

@@ -31,7 +31,7 @@ def check_gateway_matches_keras(
 ) -> None:
     """``expected[i]``: softmax(Keras predict) for ``images[i]``, a fixture JPEG."""
     ready = requests.get(base + "/readyz", timeout=30)
-    assert ready.status_code == 200, ready.text
+    assert ready.status_code == 200 and ready.json()["model"] == "available", ready.text
     top = [labels[int(i)] for i in np.argmax(expected, axis=1)]
     assert len(set(top)) >= len(images) // 2, f"outputs too alike to test anything: {top}"
 

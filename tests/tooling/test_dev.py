@@ -58,7 +58,7 @@ def test_make_dev_exports_serves_answers_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert "TensorFlow in Python, not TF Serving" in printed
         assert (tmp_path / "models" / "clothing-model" / "1" / "saved_model.pb").is_file()
         base = f"http://127.0.0.1:{port}"
-        assert requests.get(base + "/readyz", timeout=10).status_code == 200
+        assert requests.get(base + "/readyz", timeout=10).json()["model"] == "available"
         assert "text/html" in requests.get(base + "/", timeout=10).headers["Content-Type"]
         with (FIXTURES / "pants.jpg").open("rb") as image:
             answer = requests.post(base + "/predict", files={"image": image}, timeout=30)

@@ -305,6 +305,49 @@ def test_a_model_server_that_is_down_is_explained_without_its_address(page: Page
         assert target.split(":")[1] not in text and "127.0.0.1" not in text, text
 
 
+def test_a_waking_model_is_waited_for_and_its_answer_shown(page: Page) -> None:
+    """A model server that sleeps (MODEL_WAKE_ESTIMATE_S): the page says the model is waking
+    up, with a bar that stops short of the end, asks again after each Retry-After, and
+    shows the answer for the same picture once the model server is up, with nothing done
+    by the person."""
+    port = free_port()  # nothing listens there yet: the model server sleeps
+    env = {
+        **TEST_ENV,
+        "TF_SERVING_HOST": f"127.0.0.1:{port}",
+        "MODEL_WAKE_ESTIMATE_S": "2",  # so that Retry-After, what it leaves, is 1 s or 2
+        "RETRY_AFTER_S": "1",
+    }
+    picture = FIXTURES / "dress.jpg"
+    with gunicorn_gateway(env, workers=1, threads=4) as (base, _):
+        page.goto(base)
+        page.get_by_label("Choose a picture").set_input_files(picture)
+        expect(page.get_by_role("status")).to_have_text("Waking the model up (about 1 minute)")
+        bar = page.get_by_role("progressbar", name="Waking the model up")
+        expect(bar).to_be_visible()
+        expect(page.locator("#wake-hint")).to_contain_text(ERRORS["model_waking"].plain)
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(page.locator("#activity progress")).to_be_hidden()  # the wake's bar instead
+        # past the estimate: the bar waits at 95% until the answer says the model is up
+        page.wait_for_function(
+            "() => document.querySelector('#wake-progress').value === 0.95", timeout=10_000
+        )
+        for _ in range(2):  # and it asks again, and again
+            with page.expect_request(
+                lambda request: request.method == "POST" and request.url.endswith("/predict"),
+                timeout=10_000,
+            ):
+                pass
+        model = FakeModel(logits_from_image=True, record=False)
+        server, _ = serve(model, port=port)
+        try:
+            expect(page.locator("#result")).to_be_visible(timeout=15_000)
+            expect(bar).to_be_hidden()
+            expect_result_of(page, api_for_upload(base, picture.read_bytes()))
+            assert str(page.locator("#preview").get_attribute("src")).startswith("blob:")
+        finally:
+            server.stop(None)
+
+
 def test_progress_is_shown_while_the_model_works(
     site: str, image_host: ImageHost, model: tuple[FakeModel, int], page: Page
 ) -> None:
@@ -413,6 +456,9 @@ def test_no_accessibility_violations(
         )
         expect(page.get_by_role("alert")).to_be_visible()
         page.locator("#result").evaluate("r => { r.hidden = false; }")  # both at once
+        page.locator("#waking, #wake-hint").evaluate_all(
+            "all => all.forEach(e => { e.hidden = false; })"
+        )
         page.locator("#unsure").evaluate("u => { u.hidden = false; u.textContent = 'Unsure'; }")
         found = page.evaluate(
             """() => axe.run(document, {runOnly: {type: 'tag',

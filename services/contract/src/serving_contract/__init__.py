@@ -10,5 +10,6 @@ can all depend on it without depending on each other:
 - ``api_keys``: what a key and a key id may be, and the key file's lines;
 - ``ports``: the ports the containers listen on;
 - ``gateway_env``: the gateway's environment variables, their defaults, and the memory a
-  gateway worker needs for them.
+  gateway worker needs for them;
+- ``metrics``: the gateway's metric names that the Pulumi program's autoscaling reads.
 """

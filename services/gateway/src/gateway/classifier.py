@@ -79,18 +79,19 @@ class Classifier:
                 raise exc.prefixed(f"urls[{index}]") from None
         return results
 
+    # Both count their images first, before anything can fail: the count is the model's
+    # demand, which TF Serving's autoscaler reads, also to wake a model server that sleeps
+    # (every call to it fails until it is up).
     def classify_urls(self, urls: Sequence[str]) -> Classification:
+        self.metrics.images.labels("url").inc(len(urls))
         signature = self.model.signature()
         jobs = [partial(self._download_and_preprocess, url, signature) for url in urls]
-        images = self._gather(jobs)
-        self.metrics.images.labels("url").inc(len(images))
-        return self._infer(signature, images)
+        return self._infer(signature, self._gather(jobs))
 
     def classify_upload(self, data: bytes) -> Classification:
-        signature = self.model.signature()
-        images = [self._preprocess(data, signature)]
         self.metrics.images.labels("upload").inc()
-        return self._infer(signature, images)
+        signature = self.model.signature()
+        return self._infer(signature, [self._preprocess(data, signature)])
 
     def _infer(self, signature: ServingSignature, images: list[ModelInput]) -> Classification:
         batch = images[0][np.newaxis] if len(images) == 1 else np.stack(images)

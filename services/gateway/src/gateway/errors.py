@@ -1,5 +1,6 @@
 """Every failure a client can see: one registry of error codes, and the Flask handlers
-that turn any exception into ``{"error": {"code", "message"}}``.
+that turn any exception into ``{"error": {"code", "message"}}`` (with a ``Failure``'s
+``extra`` fields beside the two).
 
 The registry is the single source of each code's HTTP status, its meaning for developers
 and its plain words for people: the handlers, the OpenAPI document (``gateway.openapi``),
@@ -126,10 +127,18 @@ ERRORS: dict[Code, ErrorKind] = {
         "model server down, model not loaded, or overloaded (with Retry-After)",
         "The classifier is busy or starting. Try again in a moment.",
     ),
+    "model_waking": ErrorKind(
+        503,
+        "the model server sleeps when idle (MODEL_WAKE_ESTIMATE_S) and is not up yet: waking "
+        "takes minutes (with Retry-After, and `wake`: how far along)",
+        "The classifier was asleep after a quiet spell and is waking up, which takes a few "
+        "minutes.",
+    ),
     "not_ready": ErrorKind(
         503,
-        "/readyz: the model cannot be served yet (with Retry-After)",
-        "The classifier is not ready yet. Try again in a moment.",
+        "/readyz: the model server answers but this gateway cannot serve its model "
+        "(model_misconfigured, model_error; with Retry-After)",
+        "The classifier is set up wrongly or failing: the people who run it have to fix it.",
     ),
     "server_unavailable": ErrorKind(
         503,
@@ -166,7 +175,7 @@ def register_error_handlers(
         g.error_code = error.code
         g.error_detail = error.detail
         metrics.errors.labels(error.code).inc()
-        response = jsonify({"error": {"code": error.code, "message": error.message}})
+        response = jsonify({"error": {"code": error.code, "message": error.message, **error.extra}})
         response.status_code = status
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)

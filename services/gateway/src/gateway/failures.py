@@ -9,6 +9,7 @@ checks the two name the same codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 Code = Literal[
@@ -32,6 +33,7 @@ Code = Literal[
     "model_error",
     "model_misconfigured",
     "model_unavailable",
+    "model_waking",
     "not_ready",
     "server_unavailable",
     "decoder_busy",
@@ -42,8 +44,9 @@ Code = Literal[
 
 class Failure(Exception):
     """A request the gateway cannot serve: the registry's ``code``, a ``message`` for the
-    caller, when retrying later may work ``retry_after`` seconds, and a ``detail`` for the
-    gateway's log only.
+    caller, when retrying later may work ``retry_after`` seconds, ``extra`` fields the
+    error object carries beside code and message for programs (public, like the message),
+    and a ``detail`` for the gateway's log only.
 
     The message is public (the load balancer shows it to anyone): the gateway's own words,
     which may name what the caller sent (their URL's host, where their JSON breaks) but
@@ -59,17 +62,23 @@ class Failure(Exception):
         *,
         retry_after: int | None = None,
         detail: str | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message if detail is None else f"{message} ({detail})")
         self.code: Code = code
         self.message = message
         self.retry_after = retry_after
         self.detail = detail
+        self.extra: Mapping[str, object] = extra or {}
 
     def prefixed(self, where: str) -> Failure:
         """The same failure, its message prefixed with which input it concerns."""
         return Failure(
-            self.code, f"{where}: {self.message}", retry_after=self.retry_after, detail=self.detail
+            self.code,
+            f"{where}: {self.message}",
+            retry_after=self.retry_after,
+            detail=self.detail,
+            extra=self.extra,
         )
 
 

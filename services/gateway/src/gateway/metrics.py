@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from serving_contract.gateway_env import PROMETHEUS_MULTIPROC_DIR
+from serving_contract.metrics import IMAGES_COUNTER
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STAGES = ("download", "preprocess", "inference")
@@ -60,8 +61,10 @@ class Metrics:
             registry=self.registry,
         )
         self.images = Counter(
-            "gateway_images",
-            "Images classified, by source (url or upload)",
+            IMAGES_COUNTER,
+            "Images asked to be classified, counted on receipt (before the model is called, "
+            "so also while it sleeps), by source (url or upload): the model's demand, which "
+            "TF Serving's autoscaler reads",
             ["source"],
             registry=self.registry,
         )

@@ -2,7 +2,9 @@
 
 Each answer carries the labels of the model version that computed it (the ``classes``
 output), so during a rollout where two versions serve side by side every prediction is
-labelled by the version that made it.
+labelled by the version that made it. When the model server sleeps when idle
+(``MODEL_WAKE_ESTIMATE_S``), every call tells the wake clock (``gateway.waking``) whether
+it found one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -21,16 +24,43 @@ from gateway._proto.tensorflow_serving.apis import (
     model_pb2,
     predict_pb2,
 )
-from gateway.failures import Failure
+from gateway.failures import Code, Failure
 from gateway.grpc_channel import ProcessChannel
 from gateway.metrics import Metrics
-from gateway.model_errors import grpc_error, grpc_status, unusable_answer
+from gateway.model_errors import (
+    ABSENT,
+    MODEL_ASLEEP,
+    call_detail,
+    grpc_error,
+    grpc_status,
+    model_waking,
+    unusable_answer,
+)
 from gateway.settings import ModelSettings
 from gateway.signature import ServingSignature, parse_signature
 from gateway.tensors import TensorError, fill_image_tensor, to_array
+from gateway.waking import WakeClock
 
 _STATUS_TIMEOUT_S = 2.0
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+# What /readyz says of the model: served, or not now (with the model server sleeping when
+# idle, "waking" when it is not there or has not loaded the model).
+ModelState = Literal["available", "waking", "unavailable"]
+# The failures that mean the model cannot be served now, but may be soon, as its state.
+_NOT_NOW: dict[Code, ModelState] = {
+    "model_waking": "waking",
+    "model_unavailable": "unavailable",
+    "model_timeout": "unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    model: ModelState
+    detail: str  # public: what is served, or why not
+    cause: str | None = None  # for the log: the failed call's gRPC status and details
 
 
 @dataclass(frozen=True)
@@ -91,14 +121,27 @@ class ModelClient:
         self._lock = threading.Lock()
         self._signature: ServingSignature | None = None
         self._signature_at = 0.0
+        self.wake = WakeClock(settings.wake_estimate_s) if settings.wake_estimate_s else None
 
     def close(self) -> None:
         self.channel.close()
 
-    def _failed(self, exc: grpc.RpcError, call: str) -> Failure:
-        """A failed call, counted by its gRPC status, as the client's error."""
-        self.metrics.model_call_errors.labels(call, grpc_status(exc).name).inc()
-        return grpc_error(exc, self.settings.retry_after_s, call)
+    def _failed(self, exc: grpc.RpcError, call: str, *, probe: bool = False) -> Failure:
+        """A failed call, counted by its gRPC status, as the client's error: with a model
+        server that sleeps, ``model_waking`` when it is not there or has not loaded the
+        model (on the wake clock for a request, not for a readiness ``probe``)."""
+        status = grpc_status(exc)
+        self.metrics.model_call_errors.labels(call, status.name).inc()
+        if self.wake is None or status not in ABSENT:
+            return grpc_error(exc, self.settings.retry_after_s, call)
+        if probe:
+            return Failure("model_waking", MODEL_ASLEEP, detail=call_detail(exc, call))
+        return model_waking(self.wake.failed(), self.settings.retry_after_s, call_detail(exc, call))
+
+    def _succeeded(self) -> None:
+        """A call the model server answered: a wake going on is over."""
+        if self.wake is not None:
+            self.wake.succeeded()
 
     def _spec(self, *, signature: bool = True) -> model_pb2.ModelSpec:
         spec = model_pb2.ModelSpec(name=self.settings.name)
@@ -109,8 +152,9 @@ class ModelClient:
         return spec
 
     # -- the served signature -----------------------------------------------------------
-    def signature(self) -> ServingSignature:
-        """The serving signature, cached for MODEL_METADATA_TTL_S."""
+    def signature(self, *, probe: bool = False) -> ServingSignature:
+        """The serving signature, cached for MODEL_METADATA_TTL_S (``probe``: asked by a
+        readiness probe, not by a request)."""
         with self._lock:
             cached, fetched_at = self._signature, self._signature_at
         if cached is not None and time.monotonic() - fetched_at < self.settings.metadata_ttl_s:
@@ -122,7 +166,8 @@ class ModelClient:
         try:
             response = predict_stub.GetModelMetadata(request, timeout=self.settings.timeout_s)
         except grpc.RpcError as exc:
-            raise self._failed(exc, "metadata") from None
+            raise self._failed(exc, "metadata", probe=probe) from None
+        self._succeeded()
         signature = parse_signature(response, self.settings)
         with self._lock:
             self._signature, self._signature_at = signature, time.monotonic()
@@ -147,6 +192,7 @@ class ModelClient:
             if error.code == "model_error":
                 self.invalidate_signature()  # the model may have changed under us
             raise error from None
+        self._succeeded()
         try:
             return read_prediction(response, signature, self.settings.class_labels, len(batch))
         except Failure:
@@ -154,9 +200,10 @@ class ModelClient:
             raise
 
     # -- readiness ----------------------------------------------------------------------
-    def readiness(self) -> str:
-        """What is served, when the model is AVAILABLE with a signature the gateway can
-        serve; else the Failure that says why not."""
+    def readiness(self) -> Readiness:
+        """Whether the model is served now (with what), and if not whether it is waking up
+        or unavailable; Failure ``model_error`` or ``model_misconfigured`` when the model
+        server answers but its model is not one this gateway can serve."""
         _, model_stub = self.channel.stubs()
         try:
             status = model_stub.GetModelStatus(
@@ -164,19 +211,34 @@ class ModelClient:
                 timeout=min(_STATUS_TIMEOUT_S, self.settings.timeout_s),
             )
         except grpc.RpcError as exc:
-            raise self._failed(exc, "status") from None
+            return _not_now(self._failed(exc, "status", probe=True))
         available = [v.version for v in status.model_version_status if v.state == _AVAILABLE]
         if not available:
             states = [
                 get_model_status_pb2.ModelVersionStatus.State.Name(v.state)
                 for v in status.model_version_status
             ]
-            raise Failure(
-                "model_unavailable", f"model {self.settings.name!r} not available (states {states})"
+            return Readiness(
+                "unavailable" if self.wake is None else "waking",
+                f"model {self.settings.name!r} not available (states {states})",
             )
-        signature = self.signature()
-        return (
+        self._succeeded()
+        try:
+            signature = self.signature(probe=True)
+        except Failure as exc:
+            return _not_now(exc)
+        return Readiness(
+            "available",
             f"model {self.settings.name!r} versions {available} available: "
             f"{signature.input_dtype} {signature.height}x{signature.width} input, "
-            f"{signature.score_output} output"
+            f"{signature.score_output} output",
         )
+
+
+def _not_now(failure: Failure) -> Readiness:
+    """A failure that means the model cannot be served now, as its readiness; any other
+    (the model server answers, but not with a model this gateway can serve) raised."""
+    state = _NOT_NOW.get(failure.code)
+    if state is None:
+        raise failure
+    return Readiness(state, failure.message, failure.detail)

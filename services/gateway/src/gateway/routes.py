@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from gateway.failures import Failure, bad_request
 from gateway.openapi import openapi_document
@@ -50,9 +50,17 @@ def healthz() -> Any:
 
 @api.get("/readyz")
 def readyz() -> Any:
+    """Ready whenever this gateway can serve, whatever the model server's state, which the
+    body gives: a load balancer sends nothing to a target that is not ready, so a readiness
+    tied to the model server would turn a model that sleeps, restarts or loads into
+    connection errors at the load balancer, instead of the gateway's JSON 503 with
+    Retry-After (``model_waking``, ``model_unavailable``). Not ready (503) only when the
+    model server answers with a model this gateway cannot serve (``model_misconfigured``,
+    ``model_error``): a broken deployment must not become ready (its rollout stops at the
+    first new pod, and the old ones serve on)."""
     gateway = current_gateway()
     try:
-        served = gateway.classifier.model.readiness()
+        state = gateway.classifier.model.readiness()
     except Failure as exc:
         raise Failure(
             "not_ready",
@@ -60,7 +68,8 @@ def readyz() -> Any:
             retry_after=gateway.settings.model.retry_after_s,
             detail=exc.detail,
         ) from None
-    return jsonify({"status": "ready", "detail": served})
+    g.error_detail = state.cause  # the request's log line: what the body leaves out
+    return jsonify({"status": "ready", "model": state.model, "detail": state.detail})
 
 
 @api.get("/metrics")

@@ -48,6 +48,7 @@ from serving_contract.gateway_env import (
     MODEL_SIGNATURE,
     MODEL_TIMEOUT_S,
     MODEL_VERSION,
+    MODEL_WAKE_ESTIMATE_S,
     OUTPUT_ACTIVATION,
     PREPROCESSING,
     READ_TIMEOUT_S,
@@ -84,6 +85,8 @@ class ModelSettings:
     timeout_s: float = MODEL_TIMEOUT_S.default
     metadata_ttl_s: float = MODEL_METADATA_TTL_S.default
     retry_after_s: int = RETRY_AFTER_S.default
+    # 0: the model server never sleeps; else its first estimate of a wake (gateway.waking)
+    wake_estimate_s: int = MODEL_WAKE_ESTIMATE_S.default
     # overrides of the signature
     input_name: str | None = MODEL_INPUT_NAME.default
     output_name: str | None = MODEL_OUTPUT_NAME.default
@@ -167,6 +170,7 @@ class Settings:
             timeout_s=r.positive_float(MODEL_TIMEOUT_S),
             metadata_ttl_s=r.positive_float(MODEL_METADATA_TTL_S),
             retry_after_s=r.positive_int(RETRY_AFTER_S),
+            wake_estimate_s=r.non_negative_int(MODEL_WAKE_ESTIMATE_S),
             input_name=r.optional_text(MODEL_INPUT_NAME),
             output_name=r.optional_text(MODEL_OUTPUT_NAME),
             class_labels=labels,

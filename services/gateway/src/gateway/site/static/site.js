@@ -1,5 +1,6 @@
 // The website's behaviour: send a link or a picture to /predict (same origin), show the
-// answer as a bar chart sorted by probability, and say what went wrong in plain words.
+// answer as a bar chart sorted by probability, and say what went wrong in plain words. While
+// the model wakes up (503 model_waking), show how far along it is and ask again by itself.
 // Plain browser JavaScript, served as written: no build step, no library.
 "use strict";
 
@@ -10,6 +11,9 @@
   const fileInput = $("image-file");
   const dropZone = $("drop-zone");
   const activity = $("activity");
+  const waking = $("waking");
+  const wakeProgress = $("wake-progress");
+  const wakeHint = $("wake-hint");
   const status = $("status");
   const errorBox = $("error");
   const result = $("result");
@@ -27,6 +31,9 @@
   // Below this top probability an answer is unsure: the gateway's site.UNSURE_BELOW says why.
   const unsureBelow = Number(result.dataset.unsureBelow);
   const TIMEOUT_MS = 90000; // above the gateway's own download and model deadlines
+  // The wake's bar stops short of the end: only the answer says the model is up.
+  const WAKE_BAR_CAP = 0.95;
+  const RETRY_AFTER_S = 5; // when an answer in between lost the gateway's Retry-After
   const percent = new Intl.NumberFormat("en", {
     style: "percent",
     minimumFractionDigits: 1,
@@ -47,11 +54,24 @@
 
   let running = null; // the AbortController of the request in flight
   let previewUrl = null; // the object URL of a chosen file's preview, while shown
+  let wake = null; // while the model wakes up: the timers of the next try and of the bar
+
+  // Stop showing the model's wake-up, and asking again.
+  function stopWaking() {
+    if (wake) {
+      clearTimeout(wake.again);
+      clearInterval(wake.ticker);
+      wake = null;
+    }
+    waking.hidden = true;
+    wakeHint.hidden = true;
+  }
 
   // Stop showing the request in flight, if any: its answer will be ignored.
   function cancel() {
     running?.abort();
     running = null;
+    stopWaking();
     setBusy(false);
   }
 
@@ -158,16 +178,49 @@
     return `The classifier answered with an error (HTTP ${status}). Try again.`;
   }
 
-  // One request at a time: a new one cancels the one in flight.
-  async function classify(init, pictureSrc) {
+  // The gateway's wake progress ({estimate_s, elapsed_s}) as a bar that moves on between
+  // answers, and the minutes left in the status line (changed only when they change, so
+  // that a screen reader is not told every second); then the same request again.
+  function showWaking(progress, seconds, again) {
+    const estimate = Math.max(Number(progress?.estimate_s) || 0, 1);
+    const elapsed = Number(progress?.elapsed_s) || 0;
+    const since = performance.now();
+    const tick = () => {
+      const now = elapsed + (performance.now() - since) / 1000;
+      wakeProgress.value = Math.min(now / estimate, WAKE_BAR_CAP);
+      const minutes = Math.max(1, Math.ceil((estimate - now) / 60));
+      const text = `Waking the model up (about ${minutes} minute${minutes === 1 ? "" : "s"})`;
+      if (status.textContent !== text) status.textContent = text;
+    };
+    if (wake) {
+      clearTimeout(wake.again);
+      clearInterval(wake.ticker);
+    }
+    wake = { again: setTimeout(again, seconds * 1000), ticker: setInterval(tick, 1000) };
+    tick();
+    waking.hidden = false;
+    wakeHint.hidden = false;
+  }
+
+  function retryAfter(response) {
+    const seconds = Number(response.headers.get("Retry-After"));
+    return Number.isFinite(seconds) && seconds > 0 ? seconds : RETRY_AFTER_S;
+  }
+
+  // One request at a time: a new one cancels the one in flight, and the wait for the model.
+  // `again`: the same request, once more after the model said it was waking up.
+  async function classify(init, pictureSrc, again = false) {
     running?.abort();
     const controller = new AbortController();
     running = controller;
     const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
     errorBox.hidden = true;
     result.hidden = true;
-    status.textContent = "Classifying…";
-    setBusy(true);
+    if (!again) {
+      stopWaking();
+      status.textContent = "Classifying…";
+      setBusy(true);
+    }
     try {
       const key = keyInput?.value.trim();
       const response = await fetch("/predict", {
@@ -182,6 +235,11 @@
       });
       const body = await readJson(response);
       if (controller !== running) return; // a newer request took over
+      if (response.status === 503 && body?.error?.code === "model_waking") {
+        showWaking(body.error.wake, retryAfter(response), () => classify(init, pictureSrc, true));
+        return;
+      }
+      stopWaking();
       if (response.ok && isPrediction(body)) {
         showResult(body, pictureSrc);
       } else if (response.ok) {
@@ -194,6 +252,7 @@
       if (response.status === 401) keyInput?.focus();
     } catch {
       if (controller !== running) return;
+      stopWaking();
       showError(
         controller.signal.aborted
           ? "The classifier took too long to answer. Try again."
