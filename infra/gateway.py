@@ -157,7 +157,8 @@ def _pod(
         mounts.append(
             core.VolumeMountArgs(name="api-keys", mount_path=API_KEYS_DIR, read_only=True)
         )
-    # Ready when the whole path answers: nginx, gunicorn, the model.
+    # Ready when nginx and gunicorn answer, whatever the model's state (a sleeping or
+    # restarting TF Serving gets the gateway's 503, not connection errors): /readyz.
     ready = core.ProbeArgs(
         http_get=core.HTTPGetActionArgs(path="/readyz", port="http"),
         period_seconds=5,

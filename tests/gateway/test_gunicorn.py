@@ -19,6 +19,9 @@ def test_gunicorn_serves_predictions_across_workers(
     env = {**TEST_ENV, "TF_SERVING_HOST": f"127.0.0.1:{port}"}
     with gunicorn_gateway(env, workers=2, threads=4) as (base, _):
         assert requests.get(base + "/readyz", timeout=5).json()["model"] == "available"
+        # every worker's image series exists at 0 before any request (rate() needs it)
+        fresh = requests.get(base + "/metrics", timeout=5).text
+        assert 'gateway_images_total{source="url"} 0.0' in fresh
         url = image_host.url("/images/shorts.jpg")
 
         def call(_: int) -> int:
@@ -35,6 +38,7 @@ def test_gunicorn_serves_predictions_across_workers(
         # /metrics aggregates every worker's counters
         text = requests.get(base + "/metrics", timeout=5).text
         assert 'gateway_requests_total{endpoint="/predict",status="200"} 40.0' in text
+        assert 'gateway_images_total{source="url"} 40.0' in text
 
 
 def test_gunicorn_config_keeps_large_buffers_in_heap() -> None:

@@ -15,11 +15,12 @@ import numpy.typing as npt
 from gateway.failures import Failure
 from gateway.fetch import SafeFetcher
 from gateway.imaging import Decoder, scale_pixels
-from gateway.metrics import Metrics
+from gateway.metrics import IMAGE_SOURCES, Metrics
 from gateway.model_client import ModelClient
 from gateway.postprocess import Classification, to_probabilities
 from gateway.signature import ServingSignature
 
+URL, UPLOAD = IMAGE_SOURCES
 # One image as the model takes it: uint8 pixels, or float32 for preprocessed input.
 ModelInput = npt.NDArray[np.uint8] | npt.NDArray[np.float32]
 
@@ -83,13 +84,13 @@ class Classifier:
     # demand, which TF Serving's autoscaler reads, also to wake a model server that sleeps
     # (every call to it fails until it is up).
     def classify_urls(self, urls: Sequence[str]) -> Classification:
-        self.metrics.images.labels("url").inc(len(urls))
+        self.metrics.images.labels(URL).inc(len(urls))
         signature = self.model.signature()
         jobs = [partial(self._download_and_preprocess, url, signature) for url in urls]
         return self._infer(signature, self._gather(jobs))
 
     def classify_upload(self, data: bytes) -> Classification:
-        self.metrics.images.labels("upload").inc()
+        self.metrics.images.labels(UPLOAD).inc()
         signature = self.model.signature()
         return self._infer(signature, [self._preprocess(data, signature)])
 

@@ -15,6 +15,7 @@ from serving_contract.metrics import IMAGES_COUNTER
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STAGES = ("download", "preprocess", "inference")
+IMAGE_SOURCES = ("url", "upload")
 
 
 class Metrics:
@@ -68,6 +69,11 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        # Every source's series from the start, at 0: Prometheus's rate() needs a sample
+        # before the first image, or the first request a new gateway pod takes would not
+        # raise the rate that wakes a sleeping TF Serving.
+        for source in IMAGE_SOURCES:
+            self.images.labels(source)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
