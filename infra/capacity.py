@@ -172,9 +172,10 @@ class MonitoringPod:
 
 # The monitoring stack's pods, on the CPU pool (requests and memory limits; each pod's
 # sidecars, such as the config reloaders, included), and KEDA's, which scale TF Serving on
-# what that Prometheus holds (the chart's limits; requests at half the chart's 100m, so that
-# dev's gateway and monitoring pods still fit one 2-vCPU node: a request reserves, the limit
-# bounds what they may use).
+# what that Prometheus holds. KEDA's are counted wherever monitoring runs (an upper bound
+# where TF Serving is on CPU and KEDA is not installed), with the chart's limits and half
+# its 100m requests, so that dev's gateway and monitoring pods still fit one 2-vCPU node
+# (a request reserves; the limit bounds what they may use).
 MONITORING_PODS = (
     MonitoringPod("prometheus", Resources(260, 1074), 3072),
     MonitoringPod("grafana", Resources(100, 320), 512),
