@@ -8,7 +8,7 @@ import yaml
 
 from infra.capacity import INSTANCE_TYPES, PRICE_REGION
 from infra.config import parse_stack_file
-from infra.cost import PRICES, estimate, main
+from infra.cost import PRICES, estimate, main, report
 from tests.infra.harness import ROOT
 
 
@@ -28,6 +28,24 @@ def test_parked_dev_pays_no_gpu() -> None:
     assert est.parked < 0.3  # control plane, one NAT, one small node, the NLB
     gpu = INSTANCE_TYPES["g4dn.xlarge"].hourly_usd
     assert est.at_min - est.parked > gpu  # at minimum, one GPU node runs
+
+
+def test_idle_dev_pays_no_gpu_and_prod_is_never_idle() -> None:
+    """Asleep, dev's TF Serving is at zero and its GPU node gone; the gateway and monitoring
+    stay. Prod never sleeps: idle is its minimum."""
+    dev, prod = estimate(parse_stack_file("dev")), estimate(parse_stack_file("prod"))
+    assert dev.serving_idle is not None
+    assert not any("TF Serving" in label or "g4dn" in label for label, _ in dev.serving_idle)
+    assert [label for label, _ in dev.serving_idle] == [
+        label for label, _ in dev.serving_min if not label.startswith("TF Serving")
+    ]
+    assert dev.parked < dev.idle < dev.at_min
+    gpu = INSTANCE_TYPES["g4dn.xlarge"].hourly_usd
+    assert dev.at_min - dev.idle > gpu
+    assert prod.serving_idle is None and prod.idle == prod.at_min
+    out = "\n".join(report(parse_stack_file("dev")) + report(parse_stack_file("prod")))
+    assert "idle (TF Serving asleep, no GPU node)" in out
+    assert "never idle (TF Serving keeps its minimum)" in out
 
 
 def test_highly_available_minimum_spreads_over_zones() -> None:
