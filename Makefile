@@ -189,8 +189,8 @@ load: venv ## load test: sustained req/s, p50/p95/p99, errors, gateway RSS over 
 SCREENSHOTS := $(if $(UPDATE_DOCS),$(CURDIR)/docs,$(abspath $(MODEL_CACHE))/screenshots)
 screenshots: setup ## retake the website's pictures into .cache/screenshots (UPDATE_DOCS=1: docs/)
 	@mkdir -p "$(SCREENSHOTS)"
-	WEBSITE_SCREENSHOTS="$(SCREENSHOTS)" $(RUN) pytest -q tests/web -k "screenshot or phone"
-	@echo "screenshots: $(SCREENSHOTS)/website.png, website-phone.png"
+	WEBSITE_SCREENSHOTS="$(SCREENSHOTS)" $(RUN) pytest -q tests/web -k "screenshot or phone or waking"
+	@echo "screenshots: $(SCREENSHOTS)/website.png, website-phone.png, website-waking.png"
 
 clean: ## remove .venv, .tools and .cache (installed tools, downloads, exports' inputs)
 	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

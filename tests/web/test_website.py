@@ -305,7 +305,7 @@ def test_a_model_server_that_is_down_is_explained_without_its_address(page: Page
         assert target.split(":")[1] not in text and "127.0.0.1" not in text, text
 
 
-def test_a_waking_model_is_waited_for_and_its_answer_shown(page: Page) -> None:
+def test_a_waking_model_is_waited_for_and_its_answer_shown(page: Page, tmp_path: Path) -> None:
     """A model server that sleeps (MODEL_WAKE_ESTIMATE_S): the page says the model is waking
     up, with a bar that stops short of the end, asks again after each Retry-After, and
     shows the answer for the same picture once the model server is up, with nothing done
@@ -331,6 +331,9 @@ def test_a_waking_model_is_waited_for_and_its_answer_shown(page: Page) -> None:
         page.wait_for_function(
             "() => document.querySelector('#wake-progress').value === 0.95", timeout=10_000
         )
+        waking = _screenshot_dir(tmp_path) / "website-waking.png"  # docs/website.md's
+        page.screenshot(path=waking, full_page=True)
+        assert waking.stat().st_size > 10_000
         for _ in range(2):  # and it asks again, and again
             with page.expect_request(
                 lambda request: request.method == "POST" and request.url.endswith("/predict"),
