@@ -22,31 +22,13 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from kubernetes import config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
-REQUEST_TIMEOUT_S = 30
-
-
-def _call(api: Any, method: str, path: str) -> int:
-    request = api.param_serialize(
-        method,
-        path,
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
-    response.read()
-    status: int = response.status
-    return status
+from infra.kube_api import UNREACHABLE, KubeApi
 
 
 def hand_over(kubeconfig: dict[str, Any], namespace: str, name: str) -> str:
     """Delete HPA ``name`` in ``namespace`` if it exists; what was done, in words."""
-    api = config.new_client_from_config_dict(kubeconfig, persist_config=False)
     path = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
-    status = _call(api, "DELETE", path)
+    status = KubeApi(kubeconfig).call("DELETE", path).status
     if status == 404:
         return f"no HPA {namespace}/{name}: nothing to hand over to KEDA"
     if not 200 <= status < 300:
@@ -61,7 +43,7 @@ def main(argv: Sequence[str] | None = None, stdin: IO[str] = sys.stdin) -> int:
     namespace, _, name = args.hpa.partition("/")
     try:
         print(hand_over(json.loads(stdin.read()), namespace, name), flush=True)
-    except (RuntimeError, ApiException, HTTPError, OSError) as error:
+    except (RuntimeError, *UNREACHABLE) as error:
         print(f"error: {str(error).strip().splitlines()[0]}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -38,16 +38,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
-from kubernetes import config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
+from infra.kube_api import UNREACHABLE, KubeApi
 from infra.placement_watch import Limits, Outcome, Snapshot, Verdict, assess, duration
 
 POLL_S = 15.0
 REPORT_S = 60.0
 API_DOWN_S = 120.0
-REQUEST_TIMEOUT_S = 30
 DURATION = re.compile(r"\b(\d+m)?\d+s\b")
 # Karpenter's API, and the namespace where events on cluster-scoped objects (its
 # NodeClaims) are recorded (client-go's recorder, tools/record/event.go).
@@ -124,31 +120,21 @@ def wait(
 
 
 class ApiReader:
-    """Reads a snapshot with the Kubernetes Python client's kubeconfig handling (the
-    ``aws eks get-token`` exec plugin of EKS kubeconfigs included) and transport, keeping
-    the API's own JSON: plain GETs of the paths below, without the client's typed models
-    (which the decision does not need, and which take seconds to import)."""
+    """Reads a snapshot with plain GETs of the paths below (``infra.kube_api``), keeping
+    the API's own JSON."""
 
     def __init__(self, kubeconfig: dict[str, Any]) -> None:
-        self._api = config.new_client_from_config_dict(kubeconfig, persist_config=False)
+        self._api = KubeApi(kubeconfig)
 
     def _get(self, path: str, missing: Any = None, **query: str) -> Any:
         """The JSON at ``path``; ``missing``, if given, where the API has no such kind (404:
         Karpenter's NodeClaims on a cluster without Karpenter, as kind or one of yours)."""
-        request = self._api.param_serialize(
-            "GET",
-            path,
-            query_params=sorted(query.items()),
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        response = self._api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
-        body = response.read()
-        if response.status == 404 and missing is not None:
+        answer = self._api.call("GET", path, **query)
+        if answer.status == 404 and missing is not None:
             return missing
-        if not 200 <= response.status < 300:
-            raise ClusterUnreachable(f"GET {path}: {response.status} {response.reason}")
-        return json.loads(body)
+        if not 200 <= answer.status < 300:
+            raise ClusterUnreachable(f"GET {path}: {answer.status} {answer.reason}")
+        return json.loads(answer.body)
 
     def _items(self, path: str, **query: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._get(path, **query).get("items") or []
@@ -174,7 +160,7 @@ class ApiReader:
                 ).get("items")
                 or [],
             )
-        except (ApiException, HTTPError, OSError) as error:
+        except UNREACHABLE as error:
             raise ClusterUnreachable(str(error).strip().splitlines()[0]) from error
 
 
