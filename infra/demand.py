@@ -20,16 +20,13 @@ while TF Serving is at zero count too: that is what wakes it.
 from __future__ import annotations
 
 import math
-import os
-import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_command.local as local
 import pulumi_kubernetes as k8s
 
-from infra.kube import App, Component, Replicas
-from infra.project import REPO_ROOT
+from infra.kube import App, Component, Replicas, cluster_command
 from serving_contract.metrics import IMAGES_COUNTER
 
 # The measured knee (docs/operations.md): p99 held (<= 23 ms) up to 80% of a replica's
@@ -158,20 +155,9 @@ def scaled_object(
 def handover(app: App, kubeconfig: pulumi.Input[str], at: Component) -> local.Command:
     """Delete the HPA an earlier version of the program made for ``app``, once, before the
     ScaledObject exists (``python -m infra.hpa_handover``, which says why)."""
-    command = pulumi.Output.from_input(at.namespace).apply(
-        lambda namespace: shlex.join(
-            [
-                *("uv", "run", "--no-sync", "python", "-m", "infra.hpa_handover"),
-                f"{namespace}/{app.name}",
-            ]
-        )
+    arguments = pulumi.Output.from_input(at.namespace).apply(
+        lambda namespace: [f"{namespace}/{app.name}"]
     )
-    return local.Command(
-        f"{app.name}-hpa-handover",
-        create=command,
-        stdin=pulumi.Output.secret(kubeconfig),
-        # the repository root, relative to where Pulumi runs the program (as kube.rollout)
-        dir=os.path.relpath(REPO_ROOT),
-        # a command, not a Kubernetes object: the workload's parent, not its provider
-        opts=pulumi.ResourceOptions(parent=at.opts.parent),
+    return cluster_command(
+        f"{app.name}-hpa-handover", "infra.hpa_handover", arguments, kubeconfig, at
     )

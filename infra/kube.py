@@ -270,6 +270,32 @@ def deployment(
     )
 
 
+def cluster_command(
+    name: str,
+    module: str,
+    arguments: pulumi.Input[Sequence[str]],
+    kubeconfig: pulumi.Input[str],
+    at: Component,
+    triggers: Sequence[pulumi.Input[str]] | None = None,
+) -> local.Command:
+    """``python -m <module> <arguments>`` run by ``pulumi up`` from the repository root, the
+    cluster's kubeconfig on its standard input; once, and again when ``triggers`` change."""
+    command = pulumi.Output.from_input(arguments).apply(
+        lambda args: shlex.join(["uv", "run", "--no-sync", "python", "-m", module, *args])
+    )
+    return local.Command(
+        name,
+        create=command,
+        stdin=pulumi.Output.secret(kubeconfig),
+        # the repository root, relative to where Pulumi runs the program and its providers
+        # (infra/, as images.py's build contexts): the same in every checkout
+        dir=os.path.relpath(REPO_ROOT),
+        triggers=list(triggers) if triggers is not None else None,
+        # a command, not a Kubernetes object: the workload's parent, not its provider
+        opts=pulumi.ResourceOptions(parent=at.opts.parent),
+    )
+
+
 def rollout(
     app: App,
     deployment: k8s.apps.v1.Deployment,
@@ -281,25 +307,19 @@ def rollout(
     fails within minutes, with Karpenter's reason, when a pod cannot get a node, and waits up
     to ``timeout_s`` for pods that have one. It runs when the Deployment changes (a new
     generation, or a new Deployment: its uid), not on an ``up`` that leaves it as it was."""
-    command = deployment.metadata.apply(
-        lambda meta: shlex.join(
-            [
-                *("uv", "run", "--no-sync", "python", "-m", "infra.rollout_wait"),
-                f"{meta.namespace}/{meta.name}",
-                *("--generation", str(meta.generation), "--timeout", str(timeout_s)),
-            ]
-        )
+    arguments = deployment.metadata.apply(
+        lambda meta: [
+            f"{meta.namespace}/{meta.name}",
+            *("--generation", str(meta.generation), "--timeout", str(timeout_s)),
+        ]
     )
-    return local.Command(
+    return cluster_command(
         f"{app.name}-rollout",
-        create=command,
-        stdin=pulumi.Output.secret(kubeconfig),
-        # the repository root, relative to where Pulumi runs the program and its providers
-        # (infra/, as images.py's build contexts): the same in every checkout
-        dir=os.path.relpath(REPO_ROOT),
+        "infra.rollout_wait",
+        arguments,
+        kubeconfig,
+        at,
         triggers=[deployment.metadata.uid],
-        # a command, not a Kubernetes object: the workload's parent, not its provider
-        opts=pulumi.ResourceOptions(parent=at.opts.parent),
     )
 
 
