@@ -326,8 +326,12 @@ class StackRun:
     # resource name -> the names of the resources it was declared to depend on (depends_on):
     # Pulumi creates those first and deletes them last
     depends_on: dict[str, set[str]] = field(default_factory=dict)
-    # every resource and component: (type, name, parent, the parents its aliases name)
+    # every resource and component: (type, name, parent, the parents its aliases name),
+    # keyed by the object's id(), which stays unique only while the object lives:
     nodes: dict[int, _Node] = field(default_factory=dict)
+    # every resource object of the run, held so that no id() is reused by another (a
+    # resource the program keeps no reference to may be freed during the run)
+    held: list[pulumi.Resource] = field(default_factory=list, repr=False)
 
     def own_urns(self) -> set[str]:
         """Every resource's URN as declared now."""
@@ -418,6 +422,7 @@ def run_stack(
             if isinstance(alias, pulumi.Alias)
             and (alias.parent is None or isinstance(alias.parent, pulumi.Resource))
         )
+        run.held.append(args.resource)
         run.nodes[id(args.resource)] = _Node(
             args.type_,
             args.name,
