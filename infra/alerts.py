@@ -40,6 +40,20 @@ NOT_READY_FOR = "25m"
 GPU_MEMORY_RATIO = 0.9
 
 
+def _alert(name: str, expr: str, wait: str, severity: str, summary: str) -> dict[str, Any]:
+    """A rule whose runbook is its section of docs/operations.md ("#### <name>")."""
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": wait,
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "runbook": f"docs/operations.md#{name.lower()}",
+        },
+    }
+
+
 def alert_rules(
     namespace: str,
     gpus: bool,
@@ -53,108 +67,77 @@ def alert_rules(
     stack runs (None: the nodes' AMI brings its own); ``on_demand``: TF Serving scales on
     the gateway's image count (KEDA); ``sleeps``: TF Serving goes to zero when idle."""
     tf = f'namespace="{namespace}",deployment="{TF_SERVING.name}"'
-    rules: list[dict[str, Any]] = [
-        {
-            "alert": "GatewayErrors",
-            "expr": (
-                '(sum(rate(gateway_requests_total{endpoint="/predict",status=~"5.."}[5m]))'
-                ' - (sum(rate(gateway_errors_total{code="model_waking"}[5m])) or vector(0)))'
-                ' / sum(rate(gateway_requests_total{endpoint="/predict"}[5m]))'
-                f" > {ERROR_RATIO}"
-                ' and sum(rate(gateway_requests_total{endpoint="/predict"}[5m]))'
-                f" > {MIN_RATE}"
-            ),
-            "for": "10m",
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": "More than 5% of the gateway's answers are 5xx",
-                "runbook": "docs/operations.md#gatewayerrors",
-            },
-        },
-        {
-            "alert": "GatewayLatencyHigh",
-            "expr": (
-                "histogram_quantile(0.99, sum by (le) (rate("
-                'gateway_request_duration_seconds_bucket{endpoint="/predict"}[5m])))'
-                f" > {P99_OBJECTIVE_S}"
-            ),
-            "for": "10m",
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": f"/predict p99 above {P99_OBJECTIVE_S} s",
-                "runbook": "docs/operations.md#gatewaylatencyhigh",
-            },
-        },
-        {
-            "alert": "TFServingNotReady",
-            "expr": (
-                f"kube_deployment_status_replicas_available{{{tf}}}"
-                f" < kube_deployment_spec_replicas{{{tf}}}"
-            ),
-            "for": NOT_READY_FOR,
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "TF Serving has fewer ready pods than it wants",
-                "runbook": "docs/operations.md#tfservingnotready",
-            },
-        },
+    predict = 'gateway_requests_total{endpoint="/predict"}'
+    rules = [
+        _alert(
+            "GatewayErrors",
+            '(sum(rate(gateway_requests_total{endpoint="/predict",status=~"5.."}[5m]))'
+            ' - (sum(rate(gateway_errors_total{code="model_waking"}[5m])) or vector(0)))'
+            f" / sum(rate({predict}[5m])) > {ERROR_RATIO}"
+            f" and sum(rate({predict}[5m])) > {MIN_RATE}",
+            "10m",
+            "critical",
+            "More than 5% of the gateway's answers are 5xx",
+        ),
+        _alert(
+            "GatewayLatencyHigh",
+            "histogram_quantile(0.99, sum by (le) (rate("
+            'gateway_request_duration_seconds_bucket{endpoint="/predict"}[5m])))'
+            f" > {P99_OBJECTIVE_S}",
+            "10m",
+            "warning",
+            f"/predict p99 above {P99_OBJECTIVE_S} s",
+        ),
+        _alert(
+            "TFServingNotReady",
+            f"kube_deployment_status_replicas_available{{{tf}}}"
+            f" < kube_deployment_spec_replicas{{{tf}}}",
+            NOT_READY_FOR,
+            "warning",
+            "TF Serving has fewer ready pods than it wants",
+        ),
     ]
     if not sleeps:
         rules.append(
-            {
-                "alert": "TFServingNotReady",
-                "expr": f"kube_deployment_status_replicas_available{{{tf}}} == 0"
+            _alert(
+                "TFServingNotReady",
+                f"kube_deployment_status_replicas_available{{{tf}}} == 0"
                 f" and kube_deployment_spec_replicas{{{tf}}} > 0",
-                "for": "2m",
-                "labels": {"severity": "critical"},
-                "annotations": {
-                    "summary": "No TF Serving pod is ready: every /predict fails",
-                    "runbook": "docs/operations.md#tfservingnotready",
-                },
-            }
+                "2m",
+                "critical",
+                "No TF Serving pod is ready: every /predict fails",
+            )
         )
     if on_demand:
         rules.append(
-            {
-                "alert": "ScalingSignalMissing",
-                "expr": f'absent({IMAGES_COUNTER}_total{{namespace="{namespace}"}})',
-                "for": "10m",
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": "No gateway image count in Prometheus: TF Serving cannot "
-                    "scale on load, nor wake",
-                    "runbook": "docs/operations.md#scalingsignalmissing",
-                },
-            }
+            _alert(
+                "ScalingSignalMissing",
+                f'absent({IMAGES_COUNTER}_total{{namespace="{namespace}"}})',
+                "10m",
+                "warning",
+                "No gateway image count in Prometheus: TF Serving cannot scale on load, nor wake",
+            )
         )
     if gpus and device_plugin:
         plugin = f'namespace="{device_plugin[0]}",daemonset="{device_plugin[1]}"'
         rules.append(
-            {
-                "alert": "GPUDevicePluginDown",
-                "expr": f"kube_daemonset_status_number_unavailable{{{plugin}}} > 0",
-                "for": "10m",
-                "labels": {"severity": "critical"},
-                "annotations": {
-                    "summary": "A GPU node's device plugin is not running: its GPU is unusable",
-                    "runbook": "docs/operations.md#gpudeviceplugindown",
-                },
-            }
+            _alert(
+                "GPUDevicePluginDown",
+                f"kube_daemonset_status_number_unavailable{{{plugin}}} > 0",
+                "10m",
+                "critical",
+                "A GPU node's device plugin is not running: its GPU is unusable",
+            )
         )
     if gpus:
         rules.append(
-            {
-                "alert": "GPUMemoryNearlyFull",
-                "expr": (
-                    "DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)"
-                    f" > {GPU_MEMORY_RATIO}"
-                ),
-                "for": "10m",
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": "A GPU's memory is over 90% used",
-                    "runbook": "docs/operations.md#gpumemorynearlyfull",
-                },
-            }
+            _alert(
+                "GPUMemoryNearlyFull",
+                "DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE)"
+                f" > {GPU_MEMORY_RATIO}",
+                "10m",
+                "warning",
+                "A GPU's memory is over 90% used",
+            )
         )
     return [{"name": PROJECT, "rules": rules}]
