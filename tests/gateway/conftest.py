@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -8,6 +9,7 @@ from flask.testing import FlaskClient
 
 from gateway.app import create_app
 from gateway.fetch import SafeFetcher
+from gateway.logs import LOGGER_NAME
 from gateway.runtime import EXTENSION, Gateway
 from gateway.settings import Settings
 from tests.support.fake_model_server import FakeModel
@@ -49,3 +51,36 @@ def make_client(fake_model: tuple[FakeModel, int]) -> Iterator[ClientFactory]:
 @pytest.fixture
 def client(make_client: ClientFactory) -> FlaskClient:
     return make_client()
+
+
+class GatewayLog(logging.Handler):
+    """Every record the gateway's logger emits during a test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def details(self) -> str:
+        """Every detail the gateway logged, one per line."""
+        return "\n".join(
+            str(getattr(r, name))
+            for r in self.records
+            for name in ("detail", "error_detail")
+            if getattr(r, name, None)
+        )
+
+    def messages(self, level: int = logging.INFO) -> list[str]:
+        """The messages logged at ``level`` or above, in order."""
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture
+def gateway_log() -> Iterator[GatewayLog]:
+    handler = GatewayLog()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

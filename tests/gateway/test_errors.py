@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import logging
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import get_args
 
 import grpc
@@ -18,10 +16,9 @@ from PIL import Image
 
 from gateway.errors import ERRORS, NO_SUCH_PATH
 from gateway.failures import Code
-from gateway.logs import LOGGER_NAME
 from gateway.model_errors import MODEL_FAILED, MODEL_UNAVAILABLE
 from serving_contract.gateway_env import MIB, mib
-from tests.gateway.conftest import ClientFactory, current
+from tests.gateway.conftest import ClientFactory, GatewayLog, current
 from tests.support.fake_model_server import FakeModel
 from tests.support.image_host import FIXTURES, ImageHost
 
@@ -33,33 +30,6 @@ def _error(response: object, status: int, code: str) -> str:
     assert body["error"]["code"] == code
     assert body["error"]["message"]
     return str(body["error"]["message"])
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def details(self) -> str:
-        """Every detail the gateway logged, one per line."""
-        return "\n".join(
-            str(getattr(r, name))
-            for r in self.records
-            for name in ("detail", "error_detail")
-            if getattr(r, name, None)
-        )
-
-
-@pytest.fixture
-def gateway_log() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 def _png(mode: str, size: tuple[int, int] = (40, 30), color: object = 128) -> bytes:
@@ -269,7 +239,7 @@ def test_model_server_errors(
 
 
 def test_model_server_down_is_503_with_retry_after(
-    make_client: ClientFactory, gateway_log: _Records
+    make_client: ClientFactory, gateway_log: GatewayLog
 ) -> None:
     import socket
 

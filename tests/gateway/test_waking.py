@@ -6,7 +6,6 @@ the wake clock is driven by hand rather than by waiting minutes."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 
@@ -16,11 +15,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from gateway.app import create_app
-from gateway.logs import LOGGER_NAME
 from gateway.model_errors import MODEL_ASLEEP, MODEL_TIMEOUT, MODEL_UNAVAILABLE, WAKE_RETRY_MAX_S
 from gateway.settings import Settings
 from gateway.waking import SAME_WAKE_S, WakeClock
-from tests.gateway.conftest import TEST_ENV, ClientFactory, current
+from tests.gateway.conftest import TEST_ENV, ClientFactory, GatewayLog, current
 from tests.support.fake_model_server import FakeModel, serve
 from tests.support.gateway_process import free_port
 from tests.support.image_host import FIXTURES, ImageHost
@@ -37,24 +35,6 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.at
-
-
-class _Messages(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def messages() -> Iterator[_Messages]:
-    handler = _Messages()
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 @pytest.fixture
@@ -93,7 +73,7 @@ def _waking(response: TestResponse, estimate_s: int, elapsed_s: int, minutes: st
 
 
 def test_a_sleeping_model_server_wakes_and_its_wake_is_measured(
-    asleep: tuple[FlaskClient, int, _Clock], image_host: ImageHost, messages: _Messages
+    asleep: tuple[FlaskClient, int, _Clock], image_host: ImageHost, gateway_log: GatewayLog
 ) -> None:
     client, port, clock = asleep
 
@@ -135,7 +115,7 @@ def test_a_sleeping_model_server_wakes_and_its_wake_is_measured(
         assert client.get("/readyz").json["model"] == "available"
     finally:
         server.stop(None)
-    assert messages.messages.count("model woke in 430 s") == 1
+    assert gateway_log.messages().count("model woke in 430 s") == 1
 
     # The next wake, in this process, is estimated with the one it measured.
     clock.at = 20_000.0
@@ -181,7 +161,7 @@ def test_only_a_missing_model_server_or_model_is_waking(
     assert response.headers["Retry-After"] == ("30" if error == "model_waking" else "5")
 
 
-def test_the_wake_clock(messages: _Messages) -> None:
+def test_the_wake_clock(gateway_log: GatewayLog) -> None:
     """A wake goes on while failures come at most max(estimate, SAME_WAKE_S) apart, and a
     success at most SAME_WAKE_S after the last one measures it for the next wake."""
     assert SAME_WAKE_S > WAKE_RETRY_MAX_S  # a client that retries as told stays in its wake
@@ -206,4 +186,4 @@ def test_the_wake_clock(messages: _Messages) -> None:
     assert [failed(at) for at in (5000, 5030, 5090)] == [(3, 0), (3, 30), (3, 90)]
     succeeded(5100)
     assert failed(9000) == (100, 0)
-    assert messages.messages == ["model woke in 3 s", "model woke in 100 s"]
+    assert gateway_log.messages() == ["model woke in 3 s", "model woke in 100 s"]
